@@ -1,0 +1,264 @@
+"""Project paths and params.yaml: loaded and validated once, in one place, when a stage starts."""
+import dataclasses
+import string
+from pathlib import Path
+
+import yaml
+
+from asl_pipeline.backbones import BACKBONES
+from asl_pipeline.errors import PipelineError
+
+# The one fixed class order; a model's outputs are indexed by this list filtered by split.classes.
+ALL_CLASSES = tuple(string.ascii_uppercase) + ("del", "nothing", "space")
+SPLITS = ("train", "val", "test")
+KAGGLE_TEST = "kaggle_test"
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Every file the pipeline reads or writes, relative to the project root (where dvc.yaml is)."""
+
+    root: Path
+
+    params = property(lambda self: self.root / "params.yaml")
+    raw = property(lambda self: self.root / "data" / "raw")
+    raw_train = property(lambda self: self.raw / "asl_alphabet_train")
+    raw_test = property(lambda self: self.raw / "asl_alphabet_test")
+    split = property(lambda self: self.root / "data" / "split")
+    features = property(lambda self: self.root / "data" / "features")
+    eval = property(lambda self: self.root / "data" / "eval")
+    models = property(lambda self: self.root / "models")
+    model_file = property(lambda self: self.models / "model.keras")
+    labels_file = property(lambda self: self.models / "labels.json")
+    metrics = property(lambda self: self.root / "metrics")
+    plots = property(lambda self: self.root / "plots")
+
+    def manifest(self, split: str) -> Path:
+        return self.split / f"{split}.csv"
+
+    def features_file(self, split: str) -> Path:
+        return self.features / f"{split}.npz"
+
+
+def project_paths(root: Path | None = None) -> Paths:
+    """Paths of the project at `root` (default: the working directory, where `dvc repro` runs stages)."""
+    root = Path.cwd() if root is None else Path(root)
+    if not (root / "params.yaml").is_file():
+        raise PipelineError(f"no params.yaml in {root.resolve()}: run stages from the project root")
+    return Paths(root)
+
+
+class _Section:
+    """Reads one params.yaml section; every error names the param, the value and what is allowed."""
+
+    def __init__(self, name: str, raw):
+        if not isinstance(raw, dict):
+            raise PipelineError(f"params.yaml: section '{name}' is missing or not a mapping")
+        self.name, self.raw = name, raw
+
+    def _fail(self, key, value, allowed):
+        raise PipelineError(f"params.yaml: '{self.name}.{key}' is {value!r}; expected {allowed}")
+
+    def get(self, key, kind, allowed, check=lambda v: True):
+        if key not in self.raw:
+            raise PipelineError(f"params.yaml: missing '{self.name}.{key}' ({allowed})")
+        value = self.raw[key]
+        # `dvc exp run -S x=1e-5` writes YAML 1.2 floats that PyYAML reads as strings.
+        if kind is float and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            self._fail(key, value, allowed)
+        if not check(value):
+            self._fail(key, value, allowed)
+        return value
+
+    def choice(self, key, choices):
+        return self.get(key, str, f"one of {list(choices)}", lambda v: v in choices)
+
+    def integer(self, key, minimum):
+        return self.get(key, int, f"an integer >= {minimum}", lambda v: v >= minimum)
+
+    def fraction(self, key, low=0.0, high=1.0):
+        return self.get(key, float, f"a number in [{low}, {high})", lambda v: low <= v < high)
+
+    def positive(self, key):
+        return self.get(key, float, "a number > 0", lambda v: v > 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParams:
+    source: str
+    local_dir: str
+    kaggle_dataset: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitParams:
+    classes: tuple
+    per_class: int | None  # None: every image
+    val_fraction: float
+    test_fraction: float
+    strategy: str
+    block_size: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    backbone: str
+    weights: str
+    image_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturizeParams:
+    batch_size: int
+    precision: str
+    augment_copies: int
+    horizontal_flip: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    hidden_units: int
+    dropout: float
+    patience: int
+    fine_tune_epochs: int
+    fine_tune_from: str
+    fine_tune_learning_rate: float
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    top_k: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainParams:
+    per_class: int
+    max_misclassified: int
+    alpha: float
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    data: DataParams
+    split: SplitParams
+    model: ModelParams
+    featurize: FeaturizeParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    explain: ExplainParams
+
+
+def _classes(section: _Section) -> tuple:
+    value = section.raw.get("classes")
+    allowed = f"'all' or a list of names from {list(ALL_CLASSES)}"
+    if value == "all":
+        return ALL_CLASSES
+    if not isinstance(value, list) or len(value) < 2:
+        section._fail("classes", value, allowed + " (at least 2)")
+    unknown = [c for c in value if c not in ALL_CLASSES]
+    if unknown:
+        section._fail("classes", value, f"{allowed}; unknown: {unknown}")
+    if len(set(value)) != len(value):
+        section._fail("classes", value, allowed + " without repeats")
+    return tuple(c for c in ALL_CLASSES if c in value)
+
+
+def parse_params(raw) -> Params:
+    if not isinstance(raw, dict):
+        raise PipelineError("params.yaml: expected a mapping of sections (data, split, model, ...)")
+    s = {name: _Section(name, raw.get(name)) for name in
+         ("data", "split", "model", "featurize", "train", "evaluate", "explain")}
+
+    data = DataParams(
+        source=s["data"].choice("source", ("auto", "kaggle", "local")),
+        local_dir=s["data"].get("local_dir", str, "a directory or .zip path"),
+        kaggle_dataset=s["data"].get("kaggle_dataset", str, "owner/dataset",
+                                     lambda v: v.count("/") == 1),
+    )
+
+    sp = s["split"]
+    per_class = sp.raw.get("per_class")
+    if per_class != "all":
+        per_class = sp.integer("per_class", 1)
+    val = sp.fraction("val_fraction")
+    test = sp.fraction("test_fraction")
+    if val + test >= 1:
+        raise PipelineError(
+            f"params.yaml: 'split.val_fraction' + 'split.test_fraction' is {val} + {test} = {val + test};"
+            " expected a sum below 1 (the rest is training data)")
+    split = SplitParams(
+        classes=_classes(sp),
+        per_class=None if per_class == "all" else per_class,
+        val_fraction=val,
+        test_fraction=test,
+        strategy=sp.choice("strategy", ("block", "random")),
+        block_size=sp.integer("block_size", 1),
+        seed=sp.integer("seed", 0),
+    )
+
+    m = s["model"]
+    backbone = m.choice("backbone", tuple(BACKBONES))
+    minimum = BACKBONES[backbone].min_image_size
+    model = ModelParams(
+        backbone=backbone,
+        weights=m.get("weights", str, "auto, imagenet, none, or a path to a weights file"),
+        image_size=m.get("image_size", int, f"an integer >= {minimum} (the minimum for {backbone})",
+                         lambda v: v >= minimum),
+    )
+
+    f = s["featurize"]
+    featurize = FeaturizeParams(
+        batch_size=f.integer("batch_size", 1),
+        precision=f.choice("precision", PRECISIONS),
+        augment_copies=f.integer("augment_copies", 0),
+        horizontal_flip=f.get("horizontal_flip", bool, "true or false"),
+    )
+
+    t = s["train"]
+    train = TrainParams(
+        epochs=t.integer("epochs", 1),
+        batch_size=t.integer("batch_size", 1),
+        learning_rate=t.positive("learning_rate"),
+        hidden_units=t.integer("hidden_units", 0),
+        dropout=t.fraction("dropout"),
+        patience=t.integer("patience", 1),
+        fine_tune_epochs=t.integer("fine_tune_epochs", 0),
+        fine_tune_from=t.get("fine_tune_from", str, "the name of a backbone layer"),
+        fine_tune_learning_rate=t.positive("fine_tune_learning_rate"),
+        seed=t.integer("seed", 0),
+    )
+
+    evaluate = EvaluateParams(top_k=s["evaluate"].integer("top_k", 1))
+
+    e = s["explain"]
+    explain = ExplainParams(
+        per_class=e.integer("per_class", 0),
+        max_misclassified=e.integer("max_misclassified", 0),
+        alpha=e.get("alpha", float, "a number in [0, 1]", lambda v: 0 <= v <= 1),
+        target=e.choice("target", ("predicted", "true")),
+    )
+    return Params(data, split, model, featurize, train, evaluate, explain)
+
+
+def load_params(path: Path) -> Params:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found: run from the project root") from None
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path} is not valid YAML: {error}") from None
+    return parse_params(raw)

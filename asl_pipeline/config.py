@@ -106,6 +106,7 @@ class SplitParams:
     test_fraction: float
     strategy: str
     block_size: int
+    near_duplicate_similarity: float
     seed: int
 
 
@@ -207,6 +208,8 @@ def parse_params(raw) -> Params:
         test_fraction=test,
         strategy=sp.choice("strategy", ("block", "random")),
         block_size=sp.integer("block_size", 1),
+        near_duplicate_similarity=sp.get("near_duplicate_similarity", float, "a number in (0, 1]",
+                                         lambda v: 0 < v <= 1),
         seed=sp.integer("seed", 0),
     )
 

@@ -1,0 +1,125 @@
+"""Command line: `python -m asl_pipeline predict PATH [PATH ...]` classifies photos with the trained model."""
+import argparse
+import sys
+from pathlib import Path
+
+from asl_pipeline import images
+from asl_pipeline.atomic import write_json, write_text
+from asl_pipeline.errors import PipelineError
+
+EXIT_NO_IMAGES = 2  # like a usage error: nothing was given to work on
+HEATMAP_ALPHA = 0.4  # the default of params.yaml's explain.alpha
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m asl_pipeline",
+                                     description="ASL alphabet classifier: ResNet50 transfer learning.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    predict = commands.add_parser(
+        "predict", help="classify images and draw Grad-CAM heatmaps",
+        description="Print the predicted sign of each image with its top-k classes; write "
+                    "OUT/<stem>_prediction.txt and, unless --no-heatmap, OUT/<stem>_heatmap.png (Grad-CAM of "
+                    "the predicted class over the original image). Exit status: 0 all images classified, "
+                    f"1 an image was unreadable or the model could not be loaded, {EXIT_NO_IMAGES} no images "
+                    "found.")
+    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                         help="an image, or a folder searched recursively for files ending in "
+                              f"{', '.join(sorted(images.IMAGE_SUFFIXES))} (any case)")
+    predict.add_argument("--model", type=Path, default=Path("models/model.keras"),
+                         help="the trained model; class names are read from labels.json in the same folder "
+                              "(default: %(default)s)")
+    predict.add_argument("--top-k", type=_positive_int, default=3, metavar="K",
+                         help="how many of the most probable classes to report (default: %(default)s)")
+    predict.add_argument("--out", type=Path, default=Path("predictions"),
+                         help="folder for the output files (default: %(default)s/)")
+    predict.add_argument("--json", action="store_true",
+                         help="also write OUT/predictions.json: a list of "
+                              "{path, label, probability, top_k: [{label, probability}]}")
+    predict.add_argument("--no-heatmap", action="store_true",
+                         help="skip Grad-CAM (faster): write no _heatmap.png files")
+    predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                         help="images per forward pass (default: %(default)s)")
+    predict.set_defaults(run=predict_command)
+    return parser
+
+
+def find_images(paths) -> tuple[list[Path], list[str]]:
+    """(image files in order, without repeats; a message per path that does not exist).
+
+    Folders are searched recursively and sorted; a file named explicitly is taken whatever its suffix.
+    """
+    found, problems = [], []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in images.IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            problems.append(f"{path}: no such file or folder")
+    return list(dict.fromkeys(found)), problems
+
+
+def prediction_text(ranked) -> str:
+    label, probability = ranked[0]
+    lines = [f"prediction: {label}", f"probability: {probability:.4f}", f"top-{len(ranked)}:"]
+    return "\n".join(lines + [f"  {name} {p:.4f}" for name, p in ranked]) + "\n"
+
+
+def predict_command(args) -> int:
+    files, problems = find_images(args.paths)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not files:
+        print(f"error: no images found in {', '.join(map(str, args.paths))} (looked for files ending in "
+              f"{', '.join(sorted(images.IMAGE_SUFFIXES))})", file=sys.stderr)
+        return EXIT_NO_IMAGES
+    if args.out.exists() and not args.out.is_dir():
+        raise PipelineError(f"--out {args.out} is a file, not a folder")
+
+    # Imported here, not at the top: Keras takes seconds to load, which --help and path errors need not wait.
+    from asl_pipeline import gradcam
+    from asl_pipeline.model import load_model, top_k
+
+    model, classes = load_model(args.model, args.model.with_name("labels.json"))
+    names = gradcam.unique_names([path.stem for path in files])
+    results = gradcam.analyse_images(model, files, batch_size=args.batch_size,
+                                     with_heatmaps=not args.no_heatmap)
+    records, failed = [], bool(problems)
+    for name, result in zip(names, results):
+        if result.error is not None:
+            print(f"error: {result.error}", file=sys.stderr)
+            failed = True
+            continue
+        ranked = top_k(result.probabilities[None], classes, args.top_k)[0]
+        label, probability = ranked[0]
+        listing = ", ".join(f"{c} {p:.2f}" for c, p in ranked)
+        print(f"{result.path}: {label} ({probability:.2f})  [top-{len(ranked)}: {listing}]", flush=True)
+        write_text(args.out / f"{name}_prediction.txt", prediction_text(ranked))
+        if result.heatmap is not None:
+            gradcam.save_png(args.out / f"{name}_heatmap.png",
+                             gradcam.overlay(result.image, result.heatmap, HEATMAP_ALPHA))
+        records.append({"path": str(result.path), "label": label, "probability": probability,
+                        "top_k": [{"label": c, "probability": p} for c, p in ranked]})
+    if args.json:
+        write_json(args.out / "predictions.json", records)
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,53 @@
+"""Stage evaluate: run the saved model on the test images (and Kaggle's own test photos)."""
+import csv
+import io
+import json
+
+from asl_pipeline import dataset, evaluation, features, model, training
+from asl_pipeline.atomic import write_json, write_text
+from asl_pipeline.config import KAGGLE_TEST, load_params, project_paths
+from asl_pipeline.errors import exit_on_pipeline_error
+
+BATCH_SIZE = 32
+
+
+def _csv(header, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+@exit_on_pipeline_error
+def main():
+    paths = project_paths()
+    params = load_params(paths.params)
+    classifier, classes = model.load_model(paths.model_file, paths.labels_file)
+    image_size = model.image_size_of(classifier)
+    pretrained = json.loads((paths.metrics / "train.json").read_text(encoding="utf-8"))["pretrained"]
+    results, reports = {"pretrained": pretrained}, []
+    for name in ("test", KAGGLE_TEST):
+        if name == KAGGLE_TEST and not paths.manifest(name).is_file():
+            continue
+        image_paths, labels = dataset.read_manifest(paths.manifest(name), classes)
+        probabilities = classifier.predict(
+            features.image_dataset(image_paths, paths.root, image_size, BATCH_SIZE), verbose=0)
+        y_true = training.class_indices(labels, classes)
+        results[name] = evaluation.classification_metrics(y_true, probabilities, classes, params.evaluate.top_k)
+        reports.append(f"== {name} ({len(labels)} images)\n" + evaluation.report_text(y_true, probabilities, classes))
+        if name == "test":
+            predicted = probabilities.argmax(axis=1)
+            confusion = [(classes[t], classes[p]) for t, p in zip(y_true, predicted)]
+            misclassified = evaluation.misclassified_rows(image_paths, y_true, probabilities, classes)
+        print(f"evaluate {name}: accuracy {results[name]['accuracy']:.4f}, "
+              f"macro F1 {results[name]['macro_f1']:.4f} on {len(labels)} images")
+    write_json(paths.metrics / "evaluate.json", results)
+    write_text(paths.metrics / "classification_report.txt", "\n".join(reports))
+    write_text(paths.plots / "confusion.csv", _csv(["actual", "predicted"], confusion))
+    write_text(paths.eval / "misclassified.csv",
+               _csv(["path", "label", "predicted", "probability"], misclassified))
+
+
+if __name__ == "__main__":
+    main()

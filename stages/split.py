@@ -1,0 +1,29 @@
+"""Stage split: validate every image once, drop duplicates, write leakage-free manifests."""
+from asl_pipeline import atomic, dataset
+from asl_pipeline.config import load_params, project_paths
+from asl_pipeline.errors import exit_on_pipeline_error
+
+
+@exit_on_pipeline_error
+def main():
+    paths = project_paths()
+    params = load_params(paths.params).split
+    manifests, report = dataset.make_split(paths.raw, paths.root, params)
+    with atomic.atomic_dir(paths.split) as tmp:
+        for name, items in manifests.items():
+            (tmp / f"{name}.csv").write_text(dataset.manifest_csv(items), encoding="utf-8")
+        (tmp / "skipped.csv").write_text(dataset.skipped_csv(report), encoding="utf-8")
+    metrics = dataset.split_metrics(manifests, report)
+    atomic.write_json(paths.metrics / "split.json", metrics)
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}")
+    if report.unknown_class_folders:
+        print(f"ignored unknown class folders: {', '.join(report.unknown_class_folders)}")
+    print(f"split ({params.strategy}): " + ", ".join(f"{k} {v}" for k, v in metrics["counts"].items())
+          + f"; skipped {metrics['skipped_files']}, duplicates dropped {metrics['duplicates_dropped']}, "
+          f"conflicting labels dropped {metrics['conflicting_labels_dropped']}, "
+          f"Kaggle-test overlap dropped {metrics['kaggle_test_overlap_dropped']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,12 @@
-"""Atomic writes: outputs appear complete or not at all, so a failed stage keeps the previous ones."""
+"""Atomic writes: outputs appear complete or not at all, so a failed stage keeps the previous ones.
+
+Temporaries are hidden siblings: `.NAME.tmp-*`, and `.NAME.old-*` for a directory being replaced. An
+exception, Ctrl-C or SIGTERM (see errors.py) removes them on the way out; a process killed outright
+(SIGKILL) cannot, so the next write of the same directory removes what it left and, if it was killed
+between the two renames, first puts the previous output back.
+"""
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -7,11 +14,29 @@ import tempfile
 from pathlib import Path
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _recover_killed_write(final: Path) -> None:
+    # One writer per output at a time (DVC locks the repository), so any temporary of `final` is stale.
+    pattern = f".{glob.escape(final.name)}"
+    backups = sorted(final.parent.glob(pattern + ".old-*"))
+    if backups and not final.exists():
+        os.replace(backups.pop(), final)
+    for leftover in backups + sorted(final.parent.glob(pattern + ".tmp-*")):
+        _remove(leftover)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path):
     """Yield an empty temporary sibling of `final`; on success it replaces `final`, on error it is removed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _recover_killed_write(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp

@@ -1,5 +1,6 @@
 """Project paths and params.yaml: loaded and validated once, in one place, when a stage starts."""
 import dataclasses
+import math
 import string
 from pathlib import Path
 
@@ -57,6 +58,14 @@ class _Section:
             raise PipelineError(f"params.yaml: section '{name}' is missing or not a mapping")
         self.name, self.raw = name, raw
 
+    def reject_unknown(self, fields_of) -> None:
+        """A misspelt key (`-S train.lerning_rate=...`) would otherwise be ignored without a word."""
+        known = [field.name for field in dataclasses.fields(fields_of)]
+        unknown = sorted(set(self.raw) - set(known))
+        if unknown:
+            raise PipelineError(f"params.yaml: unknown param(s) {[f'{self.name}.{k}' for k in unknown]}; "
+                                f"'{self.name}' takes {known}")
+
     def _fail(self, key, value, allowed):
         raise PipelineError(f"params.yaml: '{self.name}.{key}' is {value!r}; expected {allowed}")
 
@@ -73,6 +82,8 @@ class _Section:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            self._fail(key, value, allowed)
+        if kind is float and not math.isfinite(value):  # .inf and .nan pass a `v > 0` check
             self._fail(key, value, allowed)
         if not check(value):
             self._fail(key, value, allowed)
@@ -164,8 +175,10 @@ class Params:
 
 
 def _classes(section: _Section) -> tuple:
-    value = section.raw.get("classes")
     allowed = f"'all' or a list of names from {list(ALL_CLASSES)}"
+    if "classes" not in section.raw:
+        raise PipelineError(f"params.yaml: missing 'split.classes' ({allowed})")
+    value = section.raw["classes"]
     if value == "all":
         return ALL_CLASSES
     if not isinstance(value, list) or len(value) < 2:
@@ -194,7 +207,7 @@ def parse_params(raw) -> Params:
     sp = s["split"]
     per_class = sp.raw.get("per_class")
     if per_class != "all":
-        per_class = sp.integer("per_class", 1)
+        per_class = sp.get("per_class", int, "an integer >= 1, or all", lambda v: v >= 1)
     val = sp.fraction("val_fraction")
     test = sp.fraction("test_fraction")
     if val + test >= 1:
@@ -254,6 +267,11 @@ def parse_params(raw) -> Params:
         alpha=e.get("alpha", float, "a number in [0, 1]", lambda v: 0 <= v <= 1),
         target=e.choice("target", ("predicted", "true")),
     )
+    for section in s.values():
+        section.reject_unknown(Params.__dataclass_fields__[section.name].type)
+    unknown_sections = sorted(set(raw) - set(s))
+    if unknown_sections:
+        raise PipelineError(f"params.yaml: unknown section(s) {unknown_sections}; expected {sorted(s)}")
     return Params(data, split, model, featurize, train, evaluate, explain)
 
 
@@ -262,6 +280,12 @@ def load_params(path: Path) -> Params:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run from the project root") from None
+    except UnicodeDecodeError as error:
+        raise PipelineError(f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from None
     except yaml.YAMLError as error:
-        raise PipelineError(f"{path} is not valid YAML: {error}") from None
+        # PyYAML's own message spans several lines; a stage error is one line.
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise PipelineError(f"{path} is not valid YAML{where}: {problem}; fix the syntax there") from None
     return parse_params(raw)

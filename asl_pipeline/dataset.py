@@ -46,6 +46,10 @@ class ScanReport:
 
 def _candidate_files(folder: Path, dataset_root: Path, report: ScanReport, root: Path):
     """Regular, non-hidden files under `folder`; symlinks leading outside the dataset are reported."""
+    if not folder.resolve().is_relative_to(dataset_root.resolve()):
+        # A symlinked folder: the files under it are no symlinks themselves, but lie outside all the same.
+        report.skipped.append((_relative(folder, root), "symlink pointing outside the dataset"))
+        return
     for path in sorted(p for p in folder.rglob("*") if not p.name.startswith(".")):
         if path.is_symlink() and not path.resolve().is_relative_to(dataset_root.resolve()):
             report.skipped.append((_relative(path, root), "symlink pointing outside the dataset"))

@@ -1,5 +1,6 @@
-"""The one exception type users see, and the stage entry point that turns it into a clean exit."""
+"""The one exception type users see, and the entry point wrapper that turns it into a clean exit."""
 import functools
+import signal
 import sys
 
 
@@ -7,11 +8,17 @@ class PipelineError(Exception):
     """A problem the user can fix: the message names the file or param and says how."""
 
 
+def _exit_on_sigterm(signum, frame):
+    # SystemExit unwinds like an exception, so atomic writes in progress remove their temporaries.
+    sys.exit(128 + signum)
+
+
 def exit_on_pipeline_error(main):
-    """Wrap a stage's main(): a PipelineError prints one message and exits 1, without a traceback."""
+    """Wrap an entry point: a PipelineError prints one message and exits 1, without a traceback."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             return main(*args, **kwargs)
         except PipelineError as error:

@@ -1,6 +1,7 @@
 """Streaming images through tf.data and the frozen backbone, once, into cached feature arrays."""
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -83,7 +84,7 @@ def load_features(path: Path):
             return {key: data[key] for key in ("features", "labels", "paths", "views")}
     except FileNotFoundError:
         raise PipelineError(f"features {path} not found: run `dvc repro featurize`") from None
-    except (ValueError, KeyError, OSError) as error:
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise PipelineError(f"features {path} are unreadable ({error}): re-run `dvc repro featurize`") from None
 
 

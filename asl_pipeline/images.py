@@ -18,9 +18,11 @@ class UnreadableImage(Exception):
 def _to_rgb(image: Image.Image) -> np.ndarray:
     image = ImageOps.exif_transpose(image)  # phone photos are often stored sideways
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # Pillow's convert("RGB") clips 16-bit values at 255; scale them instead.
+        # Pillow's convert("RGB") clips 16-bit values at 255; scale them instead. A 16-bit image is scaled
+        # even when all its values are small (a dark photo); 32-bit "I" only when it exceeds 8 bits.
         gray = np.asarray(image).astype(np.float64)
-        gray = np.clip(gray / (257.0 if gray.max() > 255 else 1.0), 0, 255).astype(np.uint8)
+        sixteen_bit = image.mode != "I" or gray.max() > 255
+        gray = np.clip(np.round(gray / (257.0 if sixteen_bit else 1.0)), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
@@ -33,6 +35,9 @@ def decode_rgb(data: bytes, path="<bytes>") -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # a truncated file only fails here
             array = _to_rgb(image)
+    except Image.UnidentifiedImageError:
+        # Pillow's own message names an in-memory object by address: not reproducible in skipped.csv.
+        raise UnreadableImage(path, "not a readable image (unknown format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise UnreadableImage(path, f"not a readable image ({error})") from None
     if array.shape[0] < 1 or array.shape[1] < 1:

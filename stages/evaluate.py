@@ -1,7 +1,6 @@
 """Stage evaluate: run the saved model on the test images (and Kaggle's own test photos)."""
 import csv
 import io
-import json
 
 from asl_pipeline import dataset, evaluation, features, model, training
 from asl_pipeline.atomic import write_json, write_text
@@ -25,7 +24,7 @@ def main():
     params = load_params(paths.params)
     classifier, classes = model.load_model(paths.model_file, paths.labels_file)
     image_size = model.image_size_of(classifier)
-    pretrained = json.loads((paths.metrics / "train.json").read_text(encoding="utf-8"))["pretrained"]
+    pretrained = training.read_metrics(paths.metrics / "train.json")["pretrained"]
     results, reports = {"pretrained": pretrained}, []
     for name in ("test", KAGGLE_TEST):
         if name == KAGGLE_TEST and not paths.manifest(name).is_file():

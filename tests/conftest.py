@@ -1,0 +1,75 @@
+"""Shared fixtures: a throwaway project in which the stage scripts run the way `dvc repro` runs them."""
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class StageProject:
+    """A project root under tmp_path: a copy of the repo's params.yaml (edit with `set`) and data/raw.
+
+    Stages read params.yaml and data/ relative to their working directory, so running
+    `python REPO/stages/<name>.py` here touches nothing in the repository.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.raw = root / "data" / "raw"
+        self.train = self.raw / "asl_alphabet_train"
+        self.train.mkdir(parents=True)
+        self.params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+        self.write_params()
+
+    def write_params(self, text: str | None = None) -> None:
+        if text is None:
+            text = yaml.safe_dump(self.params, sort_keys=False, allow_unicode=True)
+        (self.root / "params.yaml").write_text(text, encoding="utf-8")
+
+    def set(self, **sections) -> None:
+        """set(split={"seed": 3}) updates those keys of params.yaml and rewrites it."""
+        for section, values in sections.items():
+            self.params[section].update(values)
+        self.write_params()
+
+    def add_noise_images(self, classes, count: int, seed: int = 0) -> list:
+        """`count` distinct 8x8 noise JPEGs per class, named like Kaggle's frames (A1.jpg, A2.jpg, ...)."""
+        written = []
+        for label in classes:
+            for frame in range(1, count + 1):
+                pixels = np.random.default_rng([seed, ord(label[0]), frame]).integers(0, 256, (8, 8, 3),
+                                                                                       dtype=np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+                path = self.train / label / f"{label}{frame}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(buffer.getvalue())
+                written.append(path)
+        return written
+
+    def run(self, stage: str, hook: str | None = None) -> subprocess.CompletedProcess:
+        """Run stages/<stage>.py here; `hook` is Python code run first in the same interpreter."""
+        script = str(REPO / "stages" / f"{stage}.py")
+        if hook is None:
+            args = [sys.executable, script]
+        else:
+            run = f"import runpy\nrunpy.run_path({script!r}, run_name='__main__')\n"
+            args = [sys.executable, "-c", f"{hook}\n{run}"]
+        return subprocess.run(args, cwd=self.root, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def stage_project(tmp_path) -> StageProject:
+    return StageProject(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def make_stage_project():
+    """StageProject itself, for module-scoped fixtures: make_stage_project(root)."""
+    return StageProject

@@ -1,0 +1,169 @@
+"""Interrupted and failed runs: a stage's previous outputs stay intact, and nothing is left behind for long.
+
+Outputs are written to a hidden temporary sibling and renamed into place (asl_pipeline.atomic). An
+exception or Ctrl-C removes the temporary; SIGTERM and SIGKILL end the process without cleanup, so the
+next write into the same folder removes what a dead writer left there.
+"""
+import signal
+from pathlib import Path
+
+import pytest
+
+from asl_pipeline import atomic, dataset
+from asl_pipeline.config import load_params
+
+
+def snapshot(folder: Path) -> dict:
+    """{relative path: bytes} of every file under folder (empty folders as None)."""
+    return {path.relative_to(folder).as_posix(): path.read_bytes() if path.is_file() else None
+            for path in sorted(folder.rglob("*"))}
+
+
+def others(final: Path) -> list:
+    """Everything beside `final` in its folder: temporaries and backups, if any are left."""
+    return sorted(p.name for p in final.parent.iterdir() if p.name != final.name)
+
+
+def previous_dir(final: Path) -> dict:
+    (final / "nested").mkdir(parents=True)
+    (final / "a.csv").write_bytes(b"path,label\nold,A\n")
+    (final / "nested" / "b.bin").write_bytes(bytes(range(256)))
+    return snapshot(final)
+
+
+# ---------------------------------------------------------------- atomic_dir and atomic_file
+
+@pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt, SystemExit])
+def test_atomic_dir_failure_keeps_the_previous_dir(tmp_path, interruption):
+    final = tmp_path / "split"
+    before = previous_dir(final)
+    with pytest.raises(interruption):
+        with atomic.atomic_dir(final) as tmp:
+            (tmp / "a.csv").write_bytes(b"half")
+            (tmp / "new.csv").write_bytes(b"written")
+            raise interruption()
+    assert snapshot(final) == before
+    assert others(final) == []
+
+
+def test_atomic_dir_failure_on_a_first_run_leaves_nothing(tmp_path):
+    final = tmp_path / "out" / "split"
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_dir(final) as tmp:
+            (tmp / "a.csv").write_bytes(b"half")
+            raise RuntimeError
+    assert not final.exists() and others(final) == []
+
+
+def test_atomic_dir_success_replaces_the_whole_dir(tmp_path):
+    final = tmp_path / "split"
+    previous_dir(final)
+    with atomic.atomic_dir(final) as tmp:
+        assert list(tmp.iterdir()) == [] and tmp.parent == final.parent and tmp.name.startswith(".")
+        (tmp / "c.csv").write_bytes(b"new")
+    assert snapshot(final) == {"c.csv": b"new"}
+    assert others(final) == []
+
+
+@pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])
+def test_atomic_file_failure_keeps_the_previous_file(tmp_path, interruption):
+    final = tmp_path / "model.keras"
+    final.write_bytes(b"previous model")
+    with pytest.raises(interruption):
+        with atomic.atomic_file(final) as tmp:
+            assert tmp.suffix == ".keras" and tmp.name.startswith(".")
+            tmp.write_bytes(b"half a mod")
+            raise interruption()
+    assert final.read_bytes() == b"previous model"
+    assert others(final) == []
+
+
+def test_write_json_replaces_the_file(tmp_path):
+    final = tmp_path / "metrics" / "split.json"
+    atomic.write_json(final, {"run": 1})
+    atomic.write_json(final, {"run": 2})
+    assert final.read_text(encoding="utf-8").split() == ["{", '"run":', "2", "}"]
+    assert others(final) == []
+
+
+# ---------------------------------------------------------------- what killed writers leave behind
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    final = tmp_path / "data" / "split"
+    previous_dir(final)
+    leftovers = [final.parent / ".split.tmp-k3x_9abc", final.parent / ".split.old-4242"]
+    for leftover in leftovers:
+        previous_dir(leftover)
+    unrelated = final.parent / ".splitting.tmp-abc"  # another output's temporary: not ours to remove
+    unrelated.mkdir()
+    with atomic.atomic_dir(final) as tmp:
+        (tmp / "c.csv").write_bytes(b"new")
+    assert others(final) == [unrelated.name]
+    assert snapshot(final) == {"c.csv": b"new"}
+
+
+def test_a_backup_left_between_the_two_renames_is_put_back(tmp_path):
+    """Killed after moving the previous dir aside and before moving the new one in: the next run restores
+    the previous dir first, so that its own failure still leaves the previous outputs in place."""
+    final = tmp_path / "split"
+    backup = tmp_path / ".split.old-4242"
+    before = previous_dir(backup)
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_dir(final):
+            raise RuntimeError
+    assert snapshot(final) == before
+    assert others(final) == []
+
+
+# ---------------------------------------------------------------- the split stage killed halfway
+
+# Run before the stage in the same interpreter: on the second manifest the stage sends itself `signal`.
+HOOK = """
+import os, pathlib, signal
+from asl_pipeline import dataset
+_original, _calls = dataset.manifest_csv, []
+def manifest_csv(items):
+    _calls.append(1)
+    if len(_calls) == 2:
+        pathlib.Path("hook reached").touch()
+        os.kill(os.getpid(), signal.{name})
+    return _original(items)
+dataset.manifest_csv = manifest_csv
+"""
+
+
+def hidden_leftovers(project) -> list:
+    return sorted(p.relative_to(project.root).as_posix() for folder in ("data", "metrics")
+                  for p in (project.root / folder).iterdir() if p.name.startswith("."))
+
+
+def expected_csvs(project) -> dict:
+    """The manifests the split stage must write for the project's current params."""
+    params = load_params(project.root / "params.yaml").split
+    manifests, report = dataset.make_split(project.raw, project.root, params)
+    files = {f"{name}.csv": dataset.manifest_csv(items).encode() for name, items in manifests.items()}
+    return files | {"skipped.csv": dataset.skipped_csv(report).encode()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_split_stage_killed_mid_write_keeps_previous_outputs(stage_project, sig):
+    project = stage_project
+    project.add_noise_images(("A", "B", "C"), 12)
+    project.set(split={"classes": ["A", "B", "C"], "per_class": "all", "strategy": "random", "seed": 1})
+    first = project.run("split")
+    assert first.returncode == 0, first.stderr
+    split, metrics = project.root / "data" / "split", project.root / "metrics" / "split.json"
+    before, metrics_before = snapshot(split), metrics.read_bytes()
+
+    project.set(split={"seed": 2})
+    killed = project.run("split", hook=HOOK.replace("{name}", sig.name))
+    assert (project.root / "hook reached").is_file(), killed.stderr
+    assert killed.returncode != 0
+    assert snapshot(split) == before
+    assert metrics.read_bytes() == metrics_before
+    assert hidden_leftovers(project) == []  # KeyboardInterrupt / SIGTERM -> SystemExit: cleanup ran
+
+    again = project.run("split")
+    assert again.returncode == 0, again.stderr
+    assert snapshot(split) == expected_csvs(project) != before
+    assert hidden_leftovers(project) == []

@@ -1,0 +1,225 @@
+"""params.yaml is validated when a stage starts: every error names the param, the value and what is allowed."""
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asl_pipeline.backbones import BACKBONES
+from asl_pipeline.config import ALL_CLASSES, PRECISIONS, load_params, parse_params
+from asl_pipeline.errors import PipelineError
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+DELETE = object()
+
+
+def changed(**dotted) -> dict:
+    """The repo's params with `section__key=value` changes (DELETE removes the key)."""
+    raw = copy.deepcopy(BASE)
+    for name, value in dotted.items():
+        section, key = name.split("__")
+        if value is DELETE:
+            del raw[section][key]
+        else:
+            raw[section][key] = value
+    return raw
+
+
+def error(raw) -> str:
+    with pytest.raises(PipelineError) as caught:
+        parse_params(raw)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_the_repo_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.train.epochs == BASE["train"]["epochs"]
+    assert params.model.backbone in BACKBONES
+
+
+@pytest.mark.parametrize("section, key", [(s, k) for s, keys in BASE.items() for k in keys])
+def test_a_missing_key_is_named(section, key):
+    message = error(changed(**{f"{section}__{key}": DELETE}))
+    assert f"'{section}.{key}'" in message and "missing" in message
+
+
+@pytest.mark.parametrize("section", list(BASE))
+def test_a_missing_section_is_named(section):
+    raw = copy.deepcopy(BASE)
+    del raw[section]
+    assert f"'{section}'" in error(raw)
+
+
+def test_a_misspelt_key_is_refused_not_ignored():
+    message = error(changed(train__lerning_rate=1e-5))
+    assert "train.lerning_rate" in message and "learning_rate" in message
+
+
+def test_an_unknown_section_is_refused():
+    raw = copy.deepcopy(BASE)
+    raw["trian"] = {"epochs": 3}
+    assert "trian" in error(raw)
+
+
+def test_params_that_are_not_a_mapping():
+    assert "mapping" in error(["split", "train"])
+
+
+NUMBER_RULES = {  # param: (bad values, what the message must say is allowed)
+    "train.epochs": ([0, -3, "ten", 2.5, True, None], ">= 1"),
+    "train.batch_size": ([0, "64"], ">= 1"),
+    "train.patience": ([0], ">= 1"),
+    "train.hidden_units": ([-1], ">= 0"),
+    "train.seed": ([-1, 4.2], ">= 0"),
+    "train.learning_rate": ([0, -0.001, "fast", "1e-5x", math.inf, math.nan, [0.1]], "> 0"),
+    "train.fine_tune_learning_rate": ([0, math.inf], "> 0"),
+    "train.dropout": ([1, 1.5, -0.1, math.nan], "[0.0, 1.0)"),
+    "train.fine_tune_epochs": ([-1], ">= 0"),
+    "split.val_fraction": ([-0.1, 1, 1.0, 1.5, "half"], "[0.0, 1.0)"),
+    "split.test_fraction": ([-0.01, 1, 2], "[0.0, 1.0)"),
+    "split.per_class": ([0, -5, "ALL", 2.5], "all"),
+    "split.block_size": ([0], ">= 1"),
+    "split.near_duplicate_similarity": ([0, 1.01, -1], "(0, 1]"),
+    "featurize.batch_size": ([0], ">= 1"),
+    "featurize.augment_copies": ([-1], ">= 0"),
+    "evaluate.top_k": ([0], ">= 1"),
+    "explain.per_class": ([-1], ">= 0"),
+    "explain.max_misclassified": ([-1], ">= 0"),
+    "explain.alpha": ([1.5, -0.2], "[0, 1]"),
+}
+CHOICE_RULES = {  # param: (bad values, every value the message must list)
+    "model.backbone": (["resnet51", "ResNet50", 50], sorted(BACKBONES)),
+    "featurize.precision": (["float16", "bf16"], PRECISIONS),
+    "split.strategy": (["blocks", "Random"], ["block", "random"]),
+    "data.source": (["s3", "Kaggle"], ["auto", "kaggle", "local"]),
+    "explain.target": (["both"], ["predicted", "true"]),
+    "featurize.horizontal_flip": (["yes", 1, "true"], ["true", "false"]),
+    "data.kaggle_dataset": (["asl-alphabet", "a/b/c"], ["owner/dataset"]),
+    "model.weights": ([None, 0], ["imagenet", "none"]),
+}
+CASES = ([(name, value, [allowed]) for name, (values, allowed) in NUMBER_RULES.items() for value in values]
+         + [(name, value, list(allowed)) for name, (values, allowed) in CHOICE_RULES.items() for value in values])
+
+
+@pytest.mark.parametrize("name, value, allowed", CASES, ids=[f"{n}={v!r}" for n, v, _ in CASES])
+def test_a_bad_value_names_the_param_the_value_and_what_is_allowed(name, value, allowed):
+    section, key = name.split(".")
+    message = error(changed(**{f"{section}__{key}": value}))
+    assert f"'{name}'" in message
+    # The value as given, or as read (an int given for a float param is shown as that float).
+    shown = {repr(value)} | ({repr(float(value))} if type(value) is int else set())
+    assert any(text in message for text in shown), (shown, message)
+    for fragment in allowed:
+        assert fragment in message, fragment
+
+
+@pytest.mark.parametrize("classes, problem", [
+    (["A", "B", "Ä"], "'Ä'"), (["A", "b"], "'b'"), (["A", "SPACE"], "'SPACE'"), (["A"], "at least 2"),
+    (["A", "B", "A"], "repeats"), ("A,B", "'A,B'"), ([], "at least 2")])
+def test_unknown_or_too_few_class_names(classes, problem):
+    message = error(changed(split__classes=classes))
+    assert "'split.classes'" in message and problem in message
+    assert all(name in message for name in ALL_CLASSES)
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_image_size_below_the_backbones_minimum(backbone):
+    minimum = BACKBONES[backbone].min_image_size
+    message = error(changed(model__backbone=backbone, model__image_size=minimum - 1))
+    assert "'model.image_size'" in message and repr(minimum - 1) in message
+    assert str(minimum) in message and backbone in message
+    assert parse_params(changed(model__backbone=backbone, model__image_size=minimum)).model.image_size == minimum
+
+
+@pytest.mark.parametrize("val, test", [(0.5, 0.5), (0.7, 0.4), (0.25, 0.75)])
+def test_fractions_summing_to_one_or_more(val, test):
+    message = error(changed(split__val_fraction=val, split__test_fraction=test))
+    assert "'split.val_fraction'" in message and "'split.test_fraction'" in message
+    assert str(val) in message and str(test) in message and "below 1" in message
+    just_below = changed(split__val_fraction=val, split__test_fraction=round(1 - val - 0.01, 6))
+    assert parse_params(just_below).split.val_fraction == val
+
+
+@pytest.mark.parametrize("name, value", [
+    ("train.epochs", 1), ("train.hidden_units", 0), ("train.dropout", 0), ("train.dropout", 0.99),
+    ("split.val_fraction", 0), ("split.test_fraction", 0.0), ("split.per_class", "all"), ("split.per_class", 1),
+    ("split.near_duplicate_similarity", 1), ("split.classes", ["B", "A"]), ("split.classes", "all"),
+    ("evaluate.top_k", 1), ("explain.alpha", 0), ("explain.alpha", 1), ("explain.per_class", 0),
+    ("train.learning_rate", 1), ("featurize.augment_copies", 0)])
+def test_values_on_the_boundary_are_accepted(name, value):
+    section, key = name.split(".")
+    parsed = getattr(parse_params(changed(**{f"{section}__{key}": value})), section)
+    got = getattr(parsed, key)
+    if name == "split.classes":
+        assert got == (ALL_CLASSES if value == "all" else tuple(sorted(value, key=ALL_CLASSES.index)))
+    elif name == "split.per_class":
+        assert got == (None if value == "all" else value)
+    else:
+        assert got == value and type(got) is type(BASE[section][key])
+
+
+def test_yaml_1_2_floats_written_by_dvc_set_are_accepted(tmp_path):
+    """`dvc exp run -S train.learning_rate=1e-5` writes `1e-05`, which PyYAML (YAML 1.1) reads as a string."""
+    text = (REPO / "params.yaml").read_text(encoding="utf-8")
+    new = {"learning_rate": "1e-05", "fine_tune_learning_rate": "3E-6", "dropout": "5e-1"}
+    lines = []
+    for line in text.splitlines():
+        key = line.strip().split(":")[0]
+        lines.append(f"  {key}: {new[key]}" if line.startswith("  ") and key in new else line)
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(raw["train"]["learning_rate"], str)  # the trap this test is about
+    train = load_params(path).train
+    assert (train.learning_rate, train.fine_tune_learning_rate, train.dropout) == (1e-5, 3e-6, 0.5)
+    assert all(type(v) is float for v in (train.learning_rate, train.fine_tune_learning_rate, train.dropout))
+
+
+def test_missing_params_file_names_it(tmp_path):
+    with pytest.raises(PipelineError, match="params.yaml not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("text, where", [
+    ("split:\n  seed: [1, 2\ntrain: {}\n", "line 3"),
+    ("split:\n\tseed: 1\n", "line 2"),
+    ("split:\n  seed: 1\n seed: 2\n", "line 3")])
+def test_invalid_yaml_is_one_line_naming_file_and_line(tmp_path, text, where):
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert str(path) in message and where in message and "\n" not in message
+
+
+def test_params_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes("split:\n  classes: [Ä, B]\n".encode("latin-1"))
+    with pytest.raises(PipelineError, match="UTF-8"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("edit", ["bad value", "invalid yaml"])
+def test_stage_with_bad_params_exits_1_with_one_line_and_keeps_outputs(stage_project, edit):
+    previous = stage_project.root / "data" / "split" / "train.csv"
+    previous.parent.mkdir(parents=True)
+    previous.write_text("path,label\nprevious,A\n", encoding="utf-8")
+    stage_project.add_noise_images(("A", "B"), 4)
+    if edit == "bad value":
+        stage_project.set(split={"val_fraction": 1.5})
+        expected = ["'split.val_fraction'", "1.5", "[0.0, 1.0)"]
+    else:
+        stage_project.write_params("split:\n  seed: [1, 2\n")
+        expected = ["params.yaml", "line"]
+    result = stage_project.run("split")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert all(fragment in result.stderr for fragment in expected)
+    assert previous.read_text(encoding="utf-8") == "path,label\nprevious,A\n"
+    assert not (stage_project.root / "metrics").exists()

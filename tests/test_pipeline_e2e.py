@@ -1,0 +1,75 @@
+"""End to end: `dvc repro` on a small subset of the real sample, in a throwaway copy of the project."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "data" / "asl-sample"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"sample dataset not found at {SAMPLE}"),
+    pytest.mark.skipif(shutil.which("dvc", path=str(Path(sys.executable).parent)) is None
+                       and shutil.which("dvc") is None, reason="dvc is not installed"),
+]
+
+
+def _run(args, cwd):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """The working tree as git sees it (tracked and untracked, not ignored), as a fresh git repo."""
+    root = tmp_path_factory.mktemp("project")
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file() and not name.startswith(("metrics/", "plots/", "dvc.lock")):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["local_dir"] = str(SAMPLE)
+    params["split"].update(classes=["A", "B", "C"], per_class=24)
+    params["model"].update(weights="none", image_size=32)
+    params["train"].update(epochs=3, patience=2)
+    params["explain"].update(per_class=1, max_misclassified=2)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["git", "init", "-q"], ["git", "add", "-A"],
+                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        _run(args, root)
+    return root
+
+
+def test_repro_runs_every_stage_then_is_up_to_date(project):
+    output = _run(["dvc", "repro"], project)
+    for stage in ("download", "split", "featurize", "train", "evaluate", "explain"):
+        assert f"Running stage '{stage}'" in output
+    for produced in ("models/model.keras", "models/labels.json", "metrics/evaluate.json",
+                     "plots/confusion.csv", "plots/learning_curves.png", "plots/gradcam/grid.png",
+                     "data/split/kaggle_test.csv", "data/features/train.npz"):
+        assert (project / produced).is_file(), produced
+    evaluate = yaml.safe_load((project / "metrics/evaluate.json").read_text())
+    assert evaluate["pretrained"] is False
+    assert set(evaluate["test"]["per_class"]) == {"A", "B", "C"}
+    assert "Data and pipelines are up to date" in _run(["dvc", "repro"], project)
+    assert "Data and pipelines are up to date" in _run(["dvc", "repro", "split"], project)
+
+
+def test_exp_run_with_new_epochs_reuses_features(project):
+    _run(["git", "add", "-A"], project)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
+    output = _run(["dvc", "exp", "run", "-S", "train.epochs=2"], project)
+    assert "Stage 'featurize' didn't change, skipping" in output
+    assert "Running stage 'train'" in output
+    assert "Running stage 'evaluate'" in output
+    header = _run(["dvc", "exp", "show", "--no-pager", "--csv"], project).splitlines()[0].split(",")
+    assert {"train.epochs", "test.accuracy", "test.macro_f1", "kaggle_test.accuracy"} <= set(header)

@@ -89,7 +89,8 @@ def predict_command(args) -> int:
 
     # Imported here, not at the top: Keras takes seconds to load, which --help and path errors need not wait.
     from asl_pipeline import gradcam
-    from asl_pipeline.model import load_model, top_k
+    from asl_pipeline.evaluation import top_k
+    from asl_pipeline.model import load_model
 
     model, classes = load_model(args.model, args.model.with_name("labels.json"))
     names = gradcam.unique_names([path.stem for path in files])

@@ -122,7 +122,9 @@ def deduplicate(items, kaggle_test, params: SplitParams, report: ScanReport):
 
 
 def _near_test(items, kaggle_test, params: SplitParams):
-    """Items whose thumbnail is near-identical to a Kaggle test photo of the same class."""
+    """Items byte-identical to a Kaggle test photo, or whose thumbnail is near-identical to one of its class."""
+    test_hashes = {t.sha256 for t in kaggle_test}
+    yield from (item for item in items if item.sha256 in test_hashes)
     for label in {t.label for t in kaggle_test}:
         pool = [i for i in items if i.label == label]
         if not pool:

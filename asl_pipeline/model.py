@@ -111,8 +111,3 @@ def load_model(model_file: Path, labels_file: Path):
 def image_size_of(model: keras.Model) -> int:
     return model.get_layer("resize").get_config()["height"]
 
-
-def top_k(probabilities: np.ndarray, classes, k: int):
-    """Per row, the k most probable (class, probability) pairs, best first."""
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return [[(classes[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]

@@ -11,7 +11,6 @@ import io
 import json
 import re
 import struct
-import zipfile
 import zlib
 from pathlib import Path
 

@@ -1,0 +1,488 @@
+"""featurize, train and evaluate: preprocessing, cached features, the head, fine-tuning, metrics, the saved model.
+
+Everything runs at 32 px on a few synthetic images. The backbones are either real ResNet50s with random
+init (weights None: no network here) or tiny stand-ins shaped like them: a keras.Model from images to
+pooled features, so that model.assemble, features.embedder and model.find_backbone treat them alike.
+"""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from sklearn import metrics as skm
+
+from asl_pipeline import backbones, evaluation, features, model, training
+from asl_pipeline.config import TrainParams
+from asl_pipeline.errors import PipelineError
+
+SIZE = 32
+CLASSES = ["A", "B", "C"]
+IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+
+# ---------------------------------------------------------------- helpers
+
+def train_params(**changes) -> TrainParams:
+    base = TrainParams(epochs=40, batch_size=16, learning_rate=0.01, hidden_units=16, dropout=0.1, patience=5,
+                       fine_tune_epochs=0, fine_tune_from="conv5_block3_1_conv", fine_tune_learning_rate=1e-3,
+                       seed=0)
+    return dataclasses.replace(base, **changes)
+
+
+def mean_backbone(image_size: int = SIZE) -> keras.Model:
+    """Features = per-channel mean of the (preprocessed) image: predictable without running Keras."""
+    inputs = keras.Input((image_size, image_size, 3))
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs), name="mean_backbone")
+
+
+def conv_backbone(image_size: int = SIZE, seed: int = 0) -> keras.Model:
+    """A small fixed random conv net with average pooling, like ResNet50 with pooling='avg'."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv_a")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv_b")(x)
+    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="conv_backbone")
+    backbone.trainable = False
+    return backbone
+
+
+def smooth_images(count: int, height: int, width: int, seed: int) -> np.ndarray:
+    """Blurry random RGB images, float32 0-255."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (count, 4, 4, 3)).astype("float32")
+    return np.clip(tf.image.resize(small, (height, width), method="bilinear").numpy(), 0, 255)
+
+
+def class_images(labels, height: int = SIZE, width: int = SIZE, seed: int = 0) -> np.ndarray:
+    """Class c: a blurry image whose channel c is brightened; easy to tell apart by colour."""
+    images = smooth_images(len(labels), height, width, seed) * 0.5
+    for image, label in zip(images, labels):
+        image[..., label] += 120
+    return images
+
+
+def expected_mean_features(image: np.ndarray) -> np.ndarray:
+    """What features.embedder(mean_backbone) must give, computed with TF and Keras' own preprocess_input."""
+    resized = tf.image.resize(image.astype("float32"), (SIZE, SIZE), method="bilinear").numpy()
+    return keras.applications.resnet50.preprocess_input(resized).mean(axis=(0, 1))
+
+
+def write_png(path, pixels: np.ndarray):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(path)
+    return path
+
+
+def separable_features(per_class: int, dim: int = 12, seed: int = 0):
+    """Gaussian clusters, one per class, on channels whose scales span five orders of magnitude."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (len(CLASSES), dim))
+    labels = np.repeat(np.arange(len(CLASSES)), per_class)
+    scales = 10.0 ** rng.uniform(-2, 3, dim)
+    x = (centres[labels] + rng.normal(0, 1, (len(labels), dim))) * scales
+    order = rng.permutation(len(labels))
+    return x[order].astype("float32"), labels[order]
+
+
+class FakeLive:
+    """The part of dvclive.Live that training.LiveLogger uses."""
+
+    def __init__(self):
+        self.metrics, self.steps = [], 0
+
+    def log_metric(self, name, value):
+        self.metrics.append((self.steps, name, value))
+
+    def next_step(self):
+        self.steps += 1
+
+
+# ---------------------------------------------------------------- preprocessing
+
+def test_assembled_model_preprocesses_like_resnet50_preprocess_input():
+    image = smooth_images(1, 45, 61, seed=1)[0]
+    head = model.build_head(3, 3, hidden_units=0, dropout=0.0)
+    classifier = model.assemble(mean_backbone(), head, "resnet50", SIZE)
+
+    resized = tf.image.resize(image, (SIZE, SIZE), method="bilinear").numpy()
+    expected = keras.applications.resnet50.preprocess_input(resized.copy())
+    got = classifier.get_layer("preprocess")(classifier.get_layer("resize")(image[None]))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got)[0], expected, atol=1e-3)
+
+    # End to end: the head's logits are its features / 100, so log-probability differences give back the
+    # differences between the channel means the backbone saw.
+    head.layers[-1].set_weights([np.eye(3, dtype="float32") / 100, np.zeros(3, "float32")])
+    log_p = np.log(classifier.predict(image[None], verbose=0)[0])
+    seen = expected_mean_features(image)
+    np.testing.assert_allclose(100 * (log_p - log_p[0]), seen - seen[0], atol=0.05)
+
+
+def test_resnet50_preprocessing_by_hand():
+    """preprocess_input for ResNet50: RGB to BGR, minus the ImageNet mean, no scaling."""
+    pixels = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]]], dtype="float32")
+    got = keras.ops.convert_to_numpy(model.BackbonePreprocess("resnet50")(pixels))
+    expected = pixels[..., ::-1] - IMAGENET_BGR_MEAN
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(got[0, 0], [-103.939, -116.779, 131.32], atol=1e-4)
+
+
+def test_backbone_preprocess_is_not_min_max_scaling():
+    """The old bug: pixels scaled to [0, 1] before a backbone trained on preprocess_input's range."""
+    image = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    layer = model.BackbonePreprocess("resnet50", name="preprocess")
+    out = keras.ops.convert_to_numpy(layer(image))
+    min_max = (image - image.min()) / (image.max() - image.min())
+    assert not np.allclose(out, min_max, atol=0.1)
+    assert not np.allclose(out, image / 255.0, atol=0.1)
+    assert out.min() < -50 and out.max() > 50  # ImageNet-mean-centred values in the 0-255 range
+    np.testing.assert_allclose(out, keras.applications.resnet50.preprocess_input(image.copy()), atol=1e-4)
+    assert layer.get_config()["backbone"] == "resnet50"
+
+
+# ---------------------------------------------------------------- featurize
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """Six PNGs (lossless, so their pixels are known) of several sizes and three classes, under a project root."""
+    root = tmp_path_factory.mktemp("project")
+    sizes = [(40, 40), (36, 52), (48, 30), (32, 32), (50, 44), (33, 47)]
+    labels = ["B", "A", "C", "A", "C", "B"]
+    paths, pixels = [], []
+    for index, ((height, width), label) in enumerate(zip(sizes, labels)):
+        image = np.round(smooth_images(1, height, width, seed=10 + index)[0])
+        relative = f"data/raw/asl_alphabet_train/{label}/{label}{index + 1}.png"
+        write_png(root / relative, image)
+        paths.append(relative)
+        pixels.append(image)
+    return root, paths, labels, pixels
+
+
+def test_featurize_split_keeps_manifest_order_and_labels(manifest):
+    root, paths, labels, pixels = manifest
+    embedding = features.embedder(mean_backbone(), "resnet50", SIZE)
+    feats, out_labels, out_paths, views, seconds = features.featurize_split(
+        embedding, paths, labels, root, SIZE, batch_size=4)
+    assert feats.shape == (len(paths), 3) and feats.dtype == np.float32
+    assert out_labels == labels and out_paths == paths
+    assert views.tolist() == [0] * len(paths)
+    assert seconds >= 0
+    expected = np.stack([expected_mean_features(image) for image in pixels])
+    np.testing.assert_allclose(feats, expected, atol=0.05)
+    # The images differ enough that a reordering could not pass.
+    assert np.min(np.abs(expected[:, None] - expected[None]).sum(-1) + np.eye(len(paths)) * 1e9) > 1
+
+
+def test_featurize_split_with_resnet50(manifest):
+    root, paths, labels, _ = manifest
+    backbone = backbones.build_backbone("resnet50", SIZE, None)
+    embedding = features.embedder(backbone, "resnet50", SIZE)
+    feats, out_labels, _, views, _ = features.featurize_split(embedding, paths, labels, root, SIZE, batch_size=4)
+    assert feats.shape == (len(paths), 2048)
+    assert np.isfinite(feats).all()
+    assert out_labels == labels and views.tolist() == [0] * len(paths)
+    # One at a time gives the same rows: batching does not mix images up.
+    single, *_ = features.featurize_split(embedding, paths[2:3], labels[2:3], root, SIZE, batch_size=1)
+    np.testing.assert_allclose(single[0], feats[2], rtol=1e-4, atol=1e-4)
+
+
+def test_featurize_split_appends_augmented_copies(manifest):
+    root, paths, labels, _ = manifest
+    n = len(paths)
+    embedding = features.embedder(mean_backbone(), "resnet50", SIZE)
+    plain, *_ = features.featurize_split(embedding, paths, labels, root, SIZE, batch_size=4)
+    augment = features.augmentation(horizontal_flip=True, seed=3)
+    feats, out_labels, out_paths, views, _ = features.featurize_split(
+        embedding, paths, labels, root, SIZE, batch_size=4, augment=augment, copies=2)
+    assert feats.shape == (3 * n, 3)
+    assert views.tolist() == [0] * n + [1] * n + [2] * n
+    assert out_labels == labels * 3 and out_paths == paths * 3
+    np.testing.assert_allclose(feats[:n], plain, atol=1e-5)  # view 0: the originals, unaugmented
+    for view in (1, 2):
+        changed = np.abs(feats[view * n:(view + 1) * n] - plain).max(axis=1)
+        assert (changed > 1e-2).all(), (view, changed)
+    assert np.abs(feats[n:2 * n] - feats[2 * n:]).max() > 1e-2  # two copies, two different draws
+
+
+def test_features_round_trip_without_pickle(tmp_path):
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(5, 7)).astype("float32")
+    labels, paths = ["A", "B", "C", "A", "del"], [f"data/raw/x/{i}.jpg" for i in range(5)]
+    views = np.array([0, 0, 0, 1, 1])
+    features.save_features(tmp_path / "train.npz", feats, labels, paths, views)
+    loaded = features.load_features(tmp_path / "train.npz")
+    np.testing.assert_array_equal(loaded["features"], feats)
+    assert loaded["features"].dtype == np.float32
+    assert loaded["labels"].tolist() == labels and loaded["paths"].tolist() == paths
+    assert loaded["labels"].dtype.kind == loaded["paths"].dtype.kind == "U"
+    assert loaded["views"].tolist() == views.tolist()
+    with np.load(tmp_path / "train.npz", allow_pickle=False) as data:
+        assert sorted(data.files) == ["features", "labels", "paths", "views"]
+    with pytest.raises(PipelineError, match="featurize"):
+        features.load_features(tmp_path / "absent.npz")
+    (tmp_path / "broken.npz").write_bytes(b"not an npz file")
+    with pytest.raises(PipelineError, match="broken.npz"):
+        features.load_features(tmp_path / "broken.npz")
+
+
+# ---------------------------------------------------------------- the head
+
+def test_head_learns_separable_features():
+    x, y = separable_features(per_class=60)
+    train_x, train_y, val_x, val_y = x[:120], y[:120], x[120:], y[120:]
+    training.seed_everything(0)
+    head, summary = training.train_head(train_x, train_y, val_x, val_y, len(CLASSES), train_params(epochs=25))
+    predicted = head.predict(val_x, verbose=0).argmax(axis=1)
+    assert (predicted == val_y).mean() > 0.9
+    assert summary["val_accuracy"] > 0.9
+    # The head standardizes with the training set's statistics: channels 1e-2 to 1e3 apart come out alike.
+    standardized = keras.ops.convert_to_numpy(head.get_layer("standardize")(train_x))
+    np.testing.assert_allclose(standardized.mean(axis=0), 0, atol=1e-3)
+    np.testing.assert_allclose(standardized.std(axis=0), 1, atol=1e-2)
+
+
+def test_head_keeps_the_epoch_with_the_lowest_val_loss():
+    """Validation labels unrelated to the features: val loss rises as the head fits, so training stops early."""
+    x, y = separable_features(per_class=30, seed=3)
+    val_y = np.random.default_rng(4).permutation(y[60:])
+    training.seed_everything(0)
+    live = FakeLive()
+    logger = training.LiveLogger(live)
+    head, summary = training.train_head(x[:60], y[:60], x[60:], val_y, len(CLASSES),
+                                        train_params(epochs=30, patience=3, dropout=0.0), [logger])
+    val_losses = [row["val/loss"] for row in logger.history]
+    assert summary["epochs_run"] == len(logger.history) == live.steps
+    assert summary["best_epoch"] == int(np.argmin(val_losses)) + 1 < summary["epochs_run"]
+    assert summary["val_loss"] == pytest.approx(min(val_losses))
+    # The head holds that epoch's weights, not the last epoch's.
+    loss = keras.losses.sparse_categorical_crossentropy(val_y, head.predict(x[60:], verbose=0))
+    assert float(np.mean(loss)) == pytest.approx(summary["val_loss"], rel=1e-4)
+    assert set(logger.history[0]) == {"train/loss", "train/accuracy", "val/loss", "val/accuracy"}
+    assert {name for _, name, _ in live.metrics} == set(logger.history[0])
+
+
+def test_head_training_is_deterministic():
+    x, y = separable_features(per_class=30, seed=1)
+    params = train_params(epochs=4, patience=10, dropout=0.3)
+    runs = []
+    for _ in range(2):
+        training.seed_everything(params.seed)
+        head, summary = training.train_head(x[:60], y[:60], x[60:], y[60:], len(CLASSES), params)
+        runs.append((head.get_weights(), summary))
+    (first, first_summary), (second, second_summary) = runs
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert first_summary == second_summary
+
+
+def test_head_without_validation_monitors_training_loss():
+    x, y = separable_features(per_class=20, seed=2)
+    training.seed_everything(0)
+    head, summary = training.train_head(x, y, x[:0], y[:0], len(CLASSES), train_params(epochs=3))
+    assert "val_loss" not in summary and summary["epochs_run"] == 3
+    assert head.output_shape == (None, len(CLASSES))
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+def test_unfreeze_from_freezes_before_and_spares_batchnorm():
+    backbone = backbones.build_backbone("resnet50", SIZE, None)
+    backbone.trainable = False
+    first = "conv5_block1_1_conv"
+    names = [layer.name for layer in backbone.layers]
+    start = names.index(first)
+    unfrozen = training.unfreeze_from(backbone, first)
+    assert backbone.trainable
+    for layer in backbone.layers[:start]:
+        assert not layer.trainable, layer.name
+    after = backbone.layers[start:]
+    for layer in after:
+        assert layer.trainable == (not isinstance(layer, keras.layers.BatchNormalization)), layer.name
+    assert unfrozen == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in after)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in after)
+    trainable_layers = {w.path.split("/")[0] for w in backbone.trainable_weights}
+    assert trainable_layers == {layer.name for layer in after if layer.trainable and layer.weights}
+
+    with pytest.raises(PipelineError) as error:
+        training.unfreeze_from(backbone, "conv9_block1_1_conv")
+    message = str(error.value)
+    assert "conv9_block1_1_conv" in message and "fine_tune_from" in message
+    assert sum(f"'{name}'" in message for name in names) >= 3
+
+
+@pytest.mark.slow
+def test_fine_tune_changes_unfrozen_convs_only(tmp_path):
+    labels = np.array([0, 1, 0, 1])
+    paths = [str(write_png(tmp_path / f"{i}.png", image))
+             for i, image in enumerate(class_images(labels, 40, 40, seed=4))]
+    backbone = backbones.build_backbone("resnet50", SIZE, None)
+    backbone.trainable = False
+    head = model.build_head(2048, 2, hidden_units=0, dropout=0.0)
+    classifier = model.assemble(backbone, head, "resnet50", SIZE)
+    params = train_params(fine_tune_epochs=1, fine_tune_from="conv5_block3_1_conv", batch_size=2, patience=1)
+
+    watched = {
+        "unfrozen conv": backbone.get_layer("conv5_block3_1_conv"),
+        "frozen conv": backbone.get_layer("conv5_block2_3_conv"),
+        "unfrozen-side batchnorm": backbone.get_layer("conv5_block3_1_bn"),
+        "frozen-side batchnorm": backbone.get_layer("conv4_block6_1_bn"),
+    }
+    before = {name: [w.numpy().copy() for w in layer.weights] for name, layer in watched.items()}
+    dataset = features.image_dataset(paths, tmp_path, SIZE, params.batch_size, labels=labels, shuffle_seed=0)
+    training.seed_everything(0)
+    summary = training.fine_tune(classifier, dataset, None, params)
+    after = {name: [w.numpy() for w in layer.weights] for name, layer in watched.items()}
+
+    assert summary["epochs_run"] == 1 and np.isfinite(summary["loss"])
+    assert all(np.isfinite(w).all() for weights in after.values() for w in weights)
+    assert any(not np.array_equal(a, b) for a, b in zip(before["unfrozen conv"], after["unfrozen conv"]))
+    for name in ("frozen conv", "unfrozen-side batchnorm", "frozen-side batchnorm"):
+        for weight, a, b in zip(watched[name].weights, before[name], after[name]):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}: {weight.path} changed")
+    # gamma, beta, moving mean and variance: all four of a BatchNorm layer were compared
+    assert len(before["unfrozen-side batchnorm"]) == 4
+
+
+# ---------------------------------------------------------------- evaluate
+
+# Five test images, three classes; rows 1 and 3 are wrong, row 3 the more confident of the two.
+Y_TRUE = np.array([0, 0, 1, 1, 2])
+PROBABILITIES = np.array([
+    [0.70, 0.20, 0.10],  # right
+    [0.35, 0.55, 0.10],  # wrong: B at 0.55; A second, so right within the top 2
+    [0.10, 0.80, 0.10],  # right
+    [0.60, 0.10, 0.30],  # wrong: A at 0.60; B last, wrong within the top 2 as well
+    [0.20, 0.30, 0.50],  # right
+])
+
+
+def test_classification_metrics_by_hand():
+    result = evaluation.classification_metrics(Y_TRUE, PROBABILITIES, CLASSES, top_k=2)
+    assert result["n"] == 5
+    assert result["accuracy"] == pytest.approx(3 / 5)
+    # A: 1 right of 2, predicted twice; B: the same; C: 1 of 1, predicted once.
+    assert result["per_class"]["A"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert result["per_class"]["B"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert result["per_class"]["C"] == pytest.approx({"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1})
+    assert result["macro_f1"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert result["top_2_accuracy"] == pytest.approx(4 / 5)
+
+
+def test_class_without_support_scores_zero_not_nan():
+    probabilities = np.hstack([PROBABILITIES * 0.9, np.full((5, 1), 0.1 * 0.5)])
+    result = evaluation.classification_metrics(Y_TRUE, probabilities, CLASSES + ["D"], top_k=1)
+    assert result["per_class"]["D"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert result["accuracy"] == pytest.approx(3 / 5)
+    assert result["macro_f1"] == pytest.approx((0.5 + 0.5 + 1.0 + 0.0) / 4)
+    assert result["top_1_accuracy"] == pytest.approx(3 / 5)
+    assert not np.isnan([v for scores in result["per_class"].values() for v in scores.values()]).any()
+
+
+@pytest.mark.filterwarnings("ignore:'k' .* greater than or equal to 'n_classes'")
+def test_classification_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(0)
+    classes = list("ABCDEFG")
+    y_true = rng.integers(0, 6, 60)  # G never occurs
+    logits = rng.normal(size=(60, len(classes)))
+    logits[np.arange(60), y_true] += 1.5
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y_pred = probabilities.argmax(axis=1)
+    labels = np.arange(len(classes))
+    for top_k in (1, 3, 99):
+        result = evaluation.classification_metrics(y_true, probabilities, classes, top_k)
+        k = min(top_k, len(classes))
+        assert result["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+        assert result["macro_f1"] == pytest.approx(
+            skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+        assert result[f"top_{k}_accuracy"] == pytest.approx(
+            skm.top_k_accuracy_score(y_true, probabilities, k=k, labels=labels))
+        # top-k by counting, without scikit-learn
+        top = np.argsort(-probabilities, axis=1)[:, :k]
+        assert result[f"top_{k}_accuracy"] == pytest.approx(np.mean([t in row for t, row in zip(y_true, top)]))
+        assert [result["per_class"][c]["support"] for c in classes] == np.bincount(y_true, minlength=7).tolist()
+    assert "top_7_accuracy" in evaluation.classification_metrics(y_true, probabilities, classes, 99)
+
+
+def test_classification_metrics_with_two_classes():
+    y_true = np.array([0, 1, 1, 0])
+    probabilities = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    result = evaluation.classification_metrics(y_true, probabilities, ["A", "B"], top_k=3)
+    assert result["accuracy"] == pytest.approx(0.5)
+    assert result["top_2_accuracy"] == 1.0
+
+
+def test_misclassified_rows_lists_the_wrong_ones_most_confident_first():
+    paths = [f"img{i}.jpg" for i in range(5)]
+    rows = evaluation.misclassified_rows(paths, Y_TRUE, PROBABILITIES, CLASSES)
+    assert rows == [("img3.jpg", "B", "A", "0.6000"), ("img1.jpg", "A", "B", "0.5500")]
+    assert evaluation.misclassified_rows(paths, PROBABILITIES.argmax(axis=1), PROBABILITIES, CLASSES) == []
+
+
+# ---------------------------------------------------------------- the saved model
+
+@pytest.fixture(scope="module")
+def trained_classifier():
+    """A fixed conv backbone and a head trained on its features of colour-coded class images."""
+    backbone = conv_backbone()
+    embedding = features.embedder(backbone, "resnet50", SIZE)
+    labels = np.tile(np.arange(len(CLASSES)), 30)
+    feats = embedding.predict(class_images(labels, seed=5), verbose=0)
+    training.seed_everything(0)
+    head, _ = training.train_head(feats[:60], labels[:60], feats[60:], labels[60:], len(CLASSES),
+                                  train_params(epochs=30, hidden_units=0, dropout=0.0, learning_rate=0.05))
+    return model.assemble(backbone, head, "resnet50", SIZE)
+
+
+@pytest.fixture(scope="module")
+def saved_model(trained_classifier, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    model.save_model(trained_classifier, CLASSES, folder / "model.keras", folder / "labels.json")
+    loaded, classes = model.load_model(folder / "model.keras", folder / "labels.json")
+    return loaded, classes
+
+
+def test_saved_model_reloads_and_predicts_the_same(trained_classifier, saved_model):
+    loaded, classes = saved_model
+    assert classes == CLASSES
+    assert model.image_size_of(loaded) == SIZE
+    assert isinstance(loaded.get_layer("preprocess"), model.BackbonePreprocess)
+    rng = np.random.default_rng(1)
+    for height, width in ((40, 40), (57, 33)):
+        images = rng.uniform(0, 255, (4, height, width, 3)).astype("float32")
+        before = trained_classifier.predict(images, verbose=0)
+        after = loaded.predict(images, verbose=0)
+        assert after.shape == (4, len(CLASSES))
+        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(after.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_saved_model_recognises_its_classes(saved_model):
+    """Minimum functionality: fresh images of each class get their class, so invariance below is not vacuous."""
+    loaded, _ = saved_model
+    labels = np.repeat(np.arange(len(CLASSES)), 8)
+    predicted = loaded.predict(class_images(labels, seed=6), verbose=0).argmax(axis=1)
+    assert (predicted == labels).mean() >= 0.9
+
+
+@pytest.mark.parametrize("height, width, tolerance", [
+    (SIZE, SIZE, 1e-4),  # halving a 2x nearest upscale bilinearly gives back the very same pixels
+    (48, 48, 0.15),
+    (24, 40, 0.15),
+])
+def test_saved_model_is_invariant_to_image_size(saved_model, height, width, tolerance):
+    """Invariance: the same picture at twice the size (nearest upscaling) gets the same prediction."""
+    loaded, _ = saved_model
+
+    def predict_both(images):
+        upscaled = images.repeat(2, axis=1).repeat(2, axis=2)
+        return loaded.predict(images, verbose=0), loaded.predict(upscaled, verbose=0)
+
+    # Clear examples of each class keep their (confident) class...
+    original, bigger = predict_both(class_images(np.repeat(np.arange(len(CLASSES)), 4), height, width, seed=7))
+    np.testing.assert_array_equal(bigger.argmax(axis=1), original.argmax(axis=1))
+    # ...and ambiguous pictures, whose probabilities are far from saturated, keep their probabilities.
+    original, bigger = predict_both(smooth_images(12, height, width, seed=8))
+    assert original.max(axis=1).min() < 0.9
+    np.testing.assert_allclose(bigger, original, atol=tolerance)

@@ -35,12 +35,11 @@ def image_dataset(paths, root: Path, image_size: int, batch_size: int, augment=N
     dataset = tf.data.Dataset.from_tensor_slices(files if labels is None else (files, np.asarray(labels)))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    parallel = None if augment is not None else tf.data.AUTOTUNE
+    parallel = {} if augment is not None else {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
     if labels is None:
-        dataset = dataset.map(load, num_parallel_calls=parallel, deterministic=True)
+        dataset = dataset.map(load, **parallel)
     else:
-        dataset = dataset.map(lambda path, label: (load(path), label), num_parallel_calls=parallel,
-                              deterministic=True)
+        dataset = dataset.map(lambda path, label: (load(path), label), **parallel)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -56,8 +56,9 @@ def _fit(network, optimizer_lr, train, val, epochs, patience, batch_size, callba
     monitor = "val_loss" if val is not None else "loss"
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
     x, y = train if isinstance(train, tuple) else (train, None)
-    history = network.fit(x, y, validation_data=val, epochs=epochs, shuffle=True, verbose=2,
-                          batch_size=batch_size if y is not None else None, callbacks=[stop, *callbacks])
+    arrays = y is not None  # a tf.data dataset comes batched and shuffled already
+    history = network.fit(x, y, validation_data=val, epochs=epochs, shuffle=arrays, verbose=2,
+                          batch_size=batch_size if arrays else None, callbacks=[stop, *callbacks])
     losses = history.history[monitor]
     best = int(np.argmin(losses))
     return {key: float(values[best]) for key, values in history.history.items()} | {

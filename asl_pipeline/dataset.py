@@ -184,7 +184,8 @@ def split_items(items, params: SplitParams):
     return {name: sorted(rows, key=lambda i: (order[i.label], i.path)) for name, rows in splits.items()}
 
 
-def _csv(header, rows) -> str:
+def csv_text(header, rows) -> str:
+    """CSV with a header row and Unix line ends, the same bytes on every platform."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -193,11 +194,11 @@ def _csv(header, rows) -> str:
 
 
 def manifest_csv(items) -> str:
-    return _csv(["path", "label"], ((item.path, item.label) for item in items))
+    return csv_text(["path", "label"], ((item.path, item.label) for item in items))
 
 
 def skipped_csv(report: ScanReport) -> str:
-    return _csv(["path", "reason"], report.skipped)
+    return csv_text(["path", "reason"], report.skipped)
 
 
 def read_manifest(path: Path, classes=None):

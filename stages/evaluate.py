@@ -1,21 +1,10 @@
 """Stage evaluate: run the saved model on the test images (and Kaggle's own test photos)."""
-import csv
-import io
-
 from asl_pipeline import dataset, evaluation, features, model, training
 from asl_pipeline.atomic import write_json, write_text
 from asl_pipeline.config import KAGGLE_TEST, load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 
 BATCH_SIZE = 32
-
-
-def _csv(header, rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 @exit_on_pipeline_error
@@ -43,9 +32,9 @@ def main():
               f"macro F1 {results[name]['macro_f1']:.4f} on {len(labels)} images")
     write_json(paths.metrics / "evaluate.json", results)
     write_text(paths.metrics / "classification_report.txt", "\n".join(reports))
-    write_text(paths.plots / "confusion.csv", _csv(["actual", "predicted"], confusion))
+    write_text(paths.plots / "confusion.csv", dataset.csv_text(["actual", "predicted"], confusion))
     write_text(paths.eval / "misclassified.csv",
-               _csv(["path", "label", "predicted", "probability"], misclassified))
+               dataset.csv_text(["path", "label", "predicted", "probability"], misclassified))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """End to end: `dvc repro` on a small subset of the real sample, in a throwaway copy of the project."""
+import json
 import os
 import shutil
 import subprocess
@@ -73,3 +74,12 @@ def test_exp_run_with_new_epochs_reuses_features(project):
     assert "Running stage 'evaluate'" in output
     header = _run(["dvc", "exp", "show", "--no-pager", "--csv"], project).splitlines()[0].split(",")
     assert {"train.epochs", "test.accuracy", "test.macro_f1", "kaggle_test.accuracy"} <= set(header)
+
+
+def test_exp_run_with_fine_tuning_trains_end_to_end_on_images(project):
+    output = _run(["dvc", "exp", "run", "-S", "train.fine_tune_epochs=1", "-S", "train.epochs=1",
+                   "-S", "train.fine_tune_from=conv5_block3_1_conv"], project)
+    assert "Stage 'featurize' didn't change, skipping" in output
+    train = json.loads((project / "metrics/train.json").read_text())
+    assert train["fine_tuned"] is True
+    assert train["epochs_run"] == 2  # one head epoch, then one fine-tuning epoch

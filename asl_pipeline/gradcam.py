@@ -6,7 +6,6 @@ returns its last convolutional feature map, then the head.
 """
 import csv
 import dataclasses
-import math
 import re
 import sys
 from pathlib import Path
@@ -15,11 +14,10 @@ import cv2
 import keras
 import numpy as np
 import tensorflow as tf
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image
 
 from asl_pipeline import dataset, images
+from asl_pipeline.plots import save_grid, save_titled_overlay
 from asl_pipeline.atomic import atomic_dir, atomic_file
 from asl_pipeline.backbones import BACKBONES
 from asl_pipeline.config import ExplainParams, Paths
@@ -153,41 +151,6 @@ def save_png(path: Path, rgb: np.ndarray) -> None:
     """The pixels alone, at their own size."""
     with atomic_file(path) as tmp:
         Image.fromarray(rgb).save(tmp, format="PNG")
-
-
-def _save_figure(path: Path, figure: Figure) -> None:
-    # A bare Figure on an Agg canvas: no pyplot, so no global figure state and no display needed.
-    FigureCanvasAgg(figure)
-    with atomic_file(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-
-
-def _show(axes, rgb: np.ndarray, title: str, fontsize: int) -> None:
-    axes.imshow(rgb)
-    axes.set_title(title, fontsize=fontsize)
-    axes.axis("off")
-
-
-def save_titled_overlay(path: Path, overlay_rgb: np.ndarray, title: str) -> None:
-    figure = Figure(figsize=(4, 4.4))
-    _show(figure.add_subplot(), overlay_rgb, title, fontsize=11)
-    _save_figure(path, figure)
-
-
-def save_grid(path: Path, items, columns: int) -> None:
-    """items: (overlay_rgb, title) pairs, laid out `columns` to a row."""
-    columns = max(1, min(columns, len(items)))
-    rows = max(1, math.ceil(len(items) / columns))
-    figure = Figure(figsize=(2.4 * columns, 2.6 * rows))
-    for index in range(rows * columns):
-        axes = figure.add_subplot(rows, columns, index + 1)
-        if index < len(items):
-            _show(axes, *items[index], fontsize=8)
-        else:
-            axes.axis("off")
-    if not items:
-        figure.text(0.5, 0.5, "no images selected", ha="center", va="center")
-    _save_figure(path, figure)
 
 
 def safe_name(text: str) -> str:

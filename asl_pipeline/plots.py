@@ -1,25 +1,56 @@
-"""Matplotlib figures written as PNG (Agg: no display needed)."""
+"""Matplotlib figures written as PNG: learning curves and Grad-CAM overlays.
+
+Bare Figures on an Agg canvas, not pyplot: no global figure state and no display needed.
+"""
+import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from asl_pipeline.atomic import atomic_file  # noqa: E402
+from asl_pipeline.atomic import atomic_file
 
 
-def save_figure(figure, path: Path) -> None:
+def _save_figure(path: Path, figure: Figure) -> None:
+    FigureCanvasAgg(figure)
     with atomic_file(path) as tmp:
-        figure.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(figure)
+        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+
+
+def _show(axes, rgb: np.ndarray, title: str, fontsize: int) -> None:
+    axes.imshow(rgb)
+    axes.set_title(title, fontsize=fontsize)
+    axes.axis("off")
+
+
+def save_titled_overlay(path: Path, overlay_rgb: np.ndarray, title: str) -> None:
+    figure = Figure(figsize=(4, 4.4))
+    _show(figure.add_subplot(), overlay_rgb, title, fontsize=11)
+    _save_figure(path, figure)
+
+
+def save_grid(path: Path, items, columns: int) -> None:
+    """items: (overlay_rgb, title) pairs, laid out `columns` to a row."""
+    columns = max(1, min(columns, len(items)))
+    rows = max(1, math.ceil(len(items) / columns))
+    figure = Figure(figsize=(2.4 * columns, 2.6 * rows))
+    for index in range(rows * columns):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        if index < len(items):
+            _show(axes, *items[index], fontsize=8)
+        else:
+            axes.axis("off")
+    if not items:
+        figure.text(0.5, 0.5, "no images selected", ha="center", va="center")
+    _save_figure(path, figure)
 
 
 def learning_curves(history: list[dict], path: Path, fine_tune_start: int | None = None) -> None:
     """Loss and accuracy per epoch, train and val side by side; a dashed line where fine-tuning starts."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
     epochs = range(1, len(history) + 1)
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    for axis, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
         for split in ("train", "val"):
             values = [row.get(f"{split}/{metric}") for row in history]
             if any(v is not None for v in values):
@@ -30,4 +61,4 @@ def learning_curves(history: list[dict], path: Path, fine_tune_start: int | None
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend()
-    save_figure(figure, path)
+    _save_figure(path, figure)

@@ -62,32 +62,57 @@ def _head_logits(head: keras.Model, features):
     return logits, output.activation(logits)
 
 
-def heatmaps(model: keras.Model, images: np.ndarray, class_indices=None, last_conv_layer: str | None = None):
-    """Grad-CAM maps of a batch of equally sized RGB images (float32 [N, H, W, 3], values 0-255).
+class GradCam:
+    """Grad-CAM maps and class probabilities for one assembled model, compiled once, run per batch.
 
-    class_indices: the class to explain per image; None explains each image's predicted class.
-    Returns (maps [N, h, w] float32 in [0, 1] at the conv layer's resolution, probabilities [N, C]).
+    Eager execution runs the backbone at half the speed of a compiled graph on a CPU, so both the
+    gradient pass and the plain prediction are tf.functions.
     """
-    backbone = find_backbone(model)
-    layer = last_conv_layer or default_last_conv_layer(model)
-    grad_backbone = keras.Model(backbone.inputs, [backbone.get_layer(layer).output, backbone.output])
-    x = model.get_layer("preprocess")(model.get_layer("resize")(tf.convert_to_tensor(images, tf.float32)))
-    with tf.GradientTape() as tape:
-        # A frozen backbone has no watched variables, so without this the tape would record nothing
-        # between the conv output and the score.
-        tape.watch(x)
-        conv, features = grad_backbone(x, training=False)
-        logits, probabilities = _head_logits(model.get_layer("head"), features)
-        if class_indices is None:
-            class_indices = tf.argmax(probabilities, axis=1)
-        score = tf.gather(logits, tf.cast(class_indices, tf.int32), axis=1, batch_dims=1)
-    grads = tf.cast(tape.gradient(score, conv), tf.float32)
-    conv = tf.cast(conv, tf.float32)
-    weights = tf.reduce_mean(grads, axis=(1, 2))  # one weight per image and channel
-    maps = tf.nn.relu(tf.einsum("nhwc,nc->nhw", conv, weights))
-    peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-    maps = tf.math.divide_no_nan(maps, peak)  # an all-zero map stays zero
-    return maps.numpy(), tf.cast(probabilities, tf.float32).numpy()
+
+    def __init__(self, model: keras.Model, last_conv_layer: str | None = None):
+        backbone = find_backbone(model)
+        layer = last_conv_layer or default_last_conv_layer(model)
+        self._grad_backbone = keras.Model(backbone.inputs, [backbone.get_layer(layer).output, backbone.output])
+        self._model = model
+        self._maps = tf.function(self._maps_graph, reduce_retracing=True)
+        self._probabilities = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def _maps_graph(self, images, class_indices):
+        model = self._model
+        x = model.get_layer("preprocess")(model.get_layer("resize")(images))
+        with tf.GradientTape() as tape:
+            # A frozen backbone has no watched variables, so without this the tape would record nothing
+            # between the conv output and the score.
+            tape.watch(x)
+            conv, features = self._grad_backbone(x, training=False)
+            logits, probabilities = _head_logits(model.get_layer("head"), features)
+            predicted = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+            targets = tf.where(class_indices < 0, predicted, class_indices)  # -1: the predicted class
+            score = tf.gather(logits, targets, axis=1, batch_dims=1)
+        grads = tf.cast(tape.gradient(score, conv), tf.float32)
+        weights = tf.reduce_mean(grads, axis=(1, 2))  # one weight per image and channel
+        maps = tf.nn.relu(tf.einsum("nhwc,nc->nhw", tf.cast(conv, tf.float32), weights))
+        peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
+        return tf.math.divide_no_nan(maps, peak), tf.cast(probabilities, tf.float32)  # all-zero stays zero
+
+    def heatmaps(self, images: np.ndarray, class_indices=None):
+        """(maps [N, h, w] float32 in [0, 1] at the conv layer's resolution, probabilities [N, C]).
+
+        images: equally sized RGB, float32 [N, H, W, 3], values 0-255. class_indices: the class to explain
+        per image; None explains each image's predicted class.
+        """
+        targets = np.full(len(images), -1) if class_indices is None else np.asarray(class_indices)
+        maps, probabilities = self._maps(tf.convert_to_tensor(images, tf.float32),
+                                         tf.convert_to_tensor(targets, tf.int32))
+        return maps.numpy(), probabilities.numpy()
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(self._probabilities(tf.convert_to_tensor(images, tf.float32)))
+
+
+def heatmaps(model: keras.Model, images: np.ndarray, class_indices=None, last_conv_layer: str | None = None):
+    """Grad-CAM of one batch: see GradCam.heatmaps. Build a GradCam to run many batches."""
+    return GradCam(model, last_conv_layer).heatmaps(images, class_indices)
 
 
 def to_model_size(model: keras.Model, rgb_images) -> np.ndarray:
@@ -114,6 +139,7 @@ def analyse_images(model: keras.Model, paths, class_indices=None, batch_size: in
 
     class_indices: per path, the class whose heatmap to compute; None: the predicted class.
     """
+    explainer = GradCam(model)
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
         loaded, results = [], {}
@@ -127,10 +153,10 @@ def analyse_images(model: keras.Model, paths, class_indices=None, batch_size: in
             if with_heatmaps:
                 targets = (None if class_indices is None
                            else np.asarray([class_indices[start + offset] for offset, _ in loaded]))
-                maps, probabilities = heatmaps(model, x, targets)
+                maps, probabilities = explainer.heatmaps(x, targets)
             else:
                 maps = [None] * len(loaded)
-                probabilities = keras.ops.convert_to_numpy(model(x, training=False))
+                probabilities = explainer.probabilities(x)
             for (offset, image), heatmap, row in zip(loaded, maps, probabilities):
                 results[offset] = Analysis(Path(batch[offset]), image, row, heatmap)
         yield from (results[offset] for offset in range(len(batch)))

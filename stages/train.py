@@ -4,7 +4,7 @@ import io
 from dvclive import Live
 
 from asl_pipeline import features, model, plots, training
-from asl_pipeline.atomic import write_json, write_text
+from asl_pipeline.atomic import atomic_dir, write_json, write_text
 from asl_pipeline.config import load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 
@@ -27,7 +27,9 @@ def main():
     y_train = training.class_indices(train["labels"], classes)
     y_val = training.class_indices(val["labels"], classes)
 
-    with Live(dir=str(paths.plots / "train"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+    # dvclive empties its folder when it starts: log into a temporary one so a failed run keeps the last curves.
+    with atomic_dir(paths.plots / "train") as live_dir, \
+            Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         logger = training.LiveLogger(live)
         head, summary = training.train_head(train["features"], y_train, val["features"], y_val,
                                             len(classes), t, [logger])

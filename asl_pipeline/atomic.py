@@ -67,6 +67,16 @@ def atomic_file(final: Path):
     os.replace(tmp, final)
 
 
+@contextlib.contextmanager
+def atomic_files(*finals):
+    """Temporary siblings of several outputs, renamed into place together only when the block succeeds.
+
+    A stage's outputs belong together (a model and its class names): none is replaced unless all are done.
+    """
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_file(final)) for final in finals]
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -1,6 +1,6 @@
 """Stage evaluate: run the saved model on the test images (and Kaggle's own test photos)."""
 from asl_pipeline import dataset, evaluation, features, model, training
-from asl_pipeline.atomic import write_json, write_text
+from asl_pipeline.atomic import atomic_files, write_json, write_text
 from asl_pipeline.config import KAGGLE_TEST, load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 
@@ -30,11 +30,14 @@ def main():
             misclassified = evaluation.misclassified_rows(image_paths, y_true, probabilities, classes)
         print(f"evaluate {name}: accuracy {results[name]['accuracy']:.4f}, "
               f"macro F1 {results[name]['macro_f1']:.4f} on {len(labels)} images")
-    write_json(paths.metrics / "evaluate.json", results)
-    write_text(paths.metrics / "classification_report.txt", "\n".join(reports))
-    write_text(paths.plots / "confusion.csv", dataset.csv_text(["actual", "predicted"], confusion))
-    write_text(paths.eval / "misclassified.csv",
-               dataset.csv_text(["path", "label", "predicted", "probability"], misclassified))
+    outputs = (paths.metrics / "evaluate.json", paths.metrics / "classification_report.txt",
+               paths.plots / "confusion.csv", paths.eval / "misclassified.csv")
+    with atomic_files(*outputs) as (metrics_tmp, report_tmp, confusion_tmp, misclassified_tmp):
+        write_json(metrics_tmp, results)
+        write_text(report_tmp, "\n".join(reports))
+        write_text(confusion_tmp, dataset.csv_text(["actual", "predicted"], confusion))
+        write_text(misclassified_tmp,
+                   dataset.csv_text(["path", "label", "predicted", "probability"], misclassified))
 
 
 if __name__ == "__main__":

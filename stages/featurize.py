@@ -2,7 +2,7 @@
 import keras
 
 from asl_pipeline import backbones, dataset, features
-from asl_pipeline.atomic import atomic_dir, write_json
+from asl_pipeline.atomic import atomic_dir, atomic_files, write_json
 from asl_pipeline.config import KAGGLE_TEST, SPLITS, load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 
@@ -19,7 +19,8 @@ def main():
     augment = features.augmentation(f.horizontal_flip, params.split.seed) if f.augment_copies else None
     names = [s for s in SPLITS + (KAGGLE_TEST,) if s in SPLITS or paths.manifest(s).is_file()]
     counts, seconds = {}, 0.0
-    with atomic_dir(paths.features) as tmp:
+    # Features and their metrics are replaced together or not at all.
+    with atomic_dir(paths.features) as tmp, atomic_files(paths.metrics / "featurize.json") as (metrics_tmp,):
         for name in names:
             image_paths, labels = dataset.read_manifest(paths.manifest(name), params.split.classes)
             copies = f.augment_copies if name == "train" else 0
@@ -31,11 +32,11 @@ def main():
         backbone_model.save_weights(tmp / "backbone.weights.h5")
         features.write_meta(tmp / "meta.json", backbone=m.backbone, image_size=m.image_size,
                             weights=weights_used, pretrained=pretrained)
-    total = sum(counts.values())
-    write_json(paths.metrics / "featurize.json", {
-        "pretrained": pretrained, "images": total, "seconds": round(seconds, 1),
-        "images_per_second": round(total / seconds, 1) if seconds else None,
-    })
+        total = sum(counts.values())
+        write_json(metrics_tmp, {
+            "pretrained": pretrained, "images": total, "seconds": round(seconds, 1),
+            "images_per_second": round(total / seconds, 1) if seconds else None,
+        })
     print(f"featurize: {total} images at {total / seconds:.1f} images/s; weights: {weights_used}")
 
 

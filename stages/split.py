@@ -9,12 +9,13 @@ def main():
     paths = project_paths()
     params = load_params(paths.params).split
     manifests, report = dataset.make_split(paths.raw, paths.root, params)
-    with atomic.atomic_dir(paths.split) as tmp:
+    metrics = dataset.split_metrics(manifests, report)
+    # Manifests and their counts are replaced together or not at all.
+    with atomic.atomic_dir(paths.split) as tmp, atomic.atomic_files(paths.metrics / "split.json") as (metrics_tmp,):
         for name, items in manifests.items():
             (tmp / f"{name}.csv").write_text(dataset.manifest_csv(items), encoding="utf-8")
         (tmp / "skipped.csv").write_text(dataset.skipped_csv(report), encoding="utf-8")
-    metrics = dataset.split_metrics(manifests, report)
-    atomic.write_json(paths.metrics / "split.json", metrics)
+        atomic.write_json(metrics_tmp, metrics)
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}")
     if report.unknown_class_folders:

@@ -4,7 +4,7 @@ import io
 from dvclive import Live
 
 from asl_pipeline import features, model, plots, training
-from asl_pipeline.atomic import atomic_dir, write_json, write_text
+from asl_pipeline.atomic import atomic_dir, atomic_files, write_json, write_text
 from asl_pipeline.config import load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 
@@ -27,34 +27,38 @@ def main():
     y_train = training.class_indices(train["labels"], classes)
     y_val = training.class_indices(val["labels"], classes)
 
-    # dvclive empties its folder when it starts: log into a temporary one so a failed run keeps the last curves.
-    with atomic_dir(paths.plots / "train") as live_dir, \
-            Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        logger = training.LiveLogger(live)
-        head, summary = training.train_head(train["features"], y_train, val["features"], y_val,
-                                            len(classes), t, [logger])
-        backbone_model = training.build_backbone_from(paths.features / "backbone.weights.h5",
-                                                      meta["backbone"], meta["image_size"])
-        classifier = model.assemble(backbone_model, head, meta["backbone"], meta["image_size"])
-        head_epochs = len(logger.history)
-        if t.fine_tune_epochs:
-            originals = train["views"] == 0
-            train_ds = features.image_dataset(train["paths"][originals], paths.root, meta["image_size"],
-                                              t.batch_size, labels=y_train[originals], shuffle_seed=t.seed)
-            val_ds = features.image_dataset(val["paths"], paths.root, meta["image_size"], t.batch_size,
-                                            labels=y_val) if len(y_val) else None
-            summary = training.fine_tune(classifier, train_ds, val_ds, t, [logger])
+    # Every output is written to a temporary sibling and all are renamed into place at the end, so a failed
+    # run keeps the previous model, class names, curves and metrics together. dvclive empties its folder
+    # when it starts, so it logs into a temporary one too.
+    outputs = (paths.model_file, paths.labels_file, paths.models / "model_summary.txt",
+               paths.plots / "learning_curves.png", paths.metrics / "train.json")
+    with atomic_dir(paths.plots / "train") as live_dir, atomic_files(*outputs) as tmp:
+        with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+            logger = training.LiveLogger(live)
+            head, summary = training.train_head(train["features"], y_train, val["features"], y_val,
+                                                len(classes), t, [logger])
+            backbone_model = training.build_backbone_from(paths.features / "backbone.weights.h5",
+                                                          meta["backbone"], meta["image_size"])
+            classifier = model.assemble(backbone_model, head, meta["backbone"], meta["image_size"])
+            head_epochs = len(logger.history)
+            if t.fine_tune_epochs:
+                originals = train["views"] == 0
+                train_ds = features.image_dataset(train["paths"][originals], paths.root, meta["image_size"],
+                                                  t.batch_size, labels=y_train[originals], shuffle_seed=t.seed)
+                val_ds = features.image_dataset(val["paths"], paths.root, meta["image_size"], t.batch_size,
+                                                labels=y_val) if len(y_val) else None
+                summary = training.fine_tune(classifier, train_ds, val_ds, t, [logger])
 
-    model.save_model(classifier, classes, paths.model_file, paths.labels_file)
-    write_text(paths.models / "model_summary.txt", _summary(classifier))
-    plots.learning_curves(logger.history, paths.plots / "learning_curves.png",
-                          head_epochs if t.fine_tune_epochs else None)
-    metrics = {"pretrained": meta["pretrained"], "fine_tuned": bool(t.fine_tune_epochs),
-               "best_epoch": summary["best_epoch"], "epochs_run": len(logger.history),
-               "train_loss": summary["loss"], "train_accuracy": summary["accuracy"]}
-    if "val_loss" in summary:
-        metrics |= {"val_loss": summary["val_loss"], "val_accuracy": summary["val_accuracy"]}
-    write_json(paths.metrics / "train.json", metrics)
+        model_tmp, labels_tmp, summary_tmp, curves_tmp, metrics_tmp = tmp
+        model.save_model(classifier, classes, model_tmp, labels_tmp)
+        write_text(summary_tmp, _summary(classifier))
+        plots.learning_curves(logger.history, curves_tmp, head_epochs if t.fine_tune_epochs else None)
+        metrics = {"pretrained": meta["pretrained"], "fine_tuned": bool(t.fine_tune_epochs),
+                   "best_epoch": summary["best_epoch"], "epochs_run": len(logger.history),
+                   "train_loss": summary["loss"], "train_accuracy": summary["accuracy"]}
+        if "val_loss" in summary:
+            metrics |= {"val_loss": summary["val_loss"], "val_accuracy": summary["val_accuracy"]}
+        write_json(metrics_tmp, metrics)
     print("train: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                 for k, v in metrics.items()))
 

@@ -167,3 +167,21 @@ def test_split_stage_killed_mid_write_keeps_previous_outputs(stage_project, sig)
     assert again.returncode == 0, again.stderr
     assert snapshot(split) == expected_csvs(project) != before
     assert hidden_leftovers(project) == []
+
+
+def test_atomic_files_replace_all_outputs_or_none(tmp_path):
+    model, labels = tmp_path / "models" / "model.keras", tmp_path / "models" / "labels.json"
+    model.parent.mkdir()
+    model.write_bytes(b"old model")
+    labels.write_text('["A", "B"]')
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_files(model, labels) as (model_tmp, labels_tmp):
+            model_tmp.write_bytes(b"new model")
+            raise RuntimeError("killed before the class names were written")
+    assert (model.read_bytes(), labels.read_text()) == (b"old model", '["A", "B"]')
+    assert others(model) == ["labels.json"]
+    with atomic.atomic_files(model, labels) as (model_tmp, labels_tmp):
+        model_tmp.write_bytes(b"new model")
+        labels_tmp.write_text('["A", "B", "C"]')
+    assert (model.read_bytes(), labels.read_text()) == (b"new model", '["A", "B", "C"]')
+    assert others(model) == ["labels.json"]

@@ -24,8 +24,6 @@ class Paths:
 
     params = property(lambda self: self.root / "params.yaml")
     raw = property(lambda self: self.root / "data" / "raw")
-    raw_train = property(lambda self: self.raw / "asl_alphabet_train")
-    raw_test = property(lambda self: self.raw / "asl_alphabet_test")
     split = property(lambda self: self.root / "data" / "split")
     features = property(lambda self: self.root / "data" / "features")
     eval = property(lambda self: self.root / "data" / "eval")

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from asl_pipeline.errors import PipelineError
+
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
@@ -75,6 +77,14 @@ def atomic_files(*finals):
     """
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(atomic_file(final)) for final in finals]
+
+
+def read_json(path: Path, stage: str):
+    """A JSON file an earlier stage wrote; missing or damaged, the error says which stage to re-run."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError) as error:
+        raise PipelineError(f"{path} is missing or damaged ({error}): run `dvc repro {stage}`") from None
 
 
 def write_text(path: Path, text: str) -> None:

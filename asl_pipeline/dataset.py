@@ -61,9 +61,9 @@ def _relative(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def _inspect_all(paths, workers=None):
+def _inspect_all(paths):
     # Pillow releases the GIL while decoding, so threads use every core.
-    with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
         return list(pool.map(images.inspect, paths))
 
 

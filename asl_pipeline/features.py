@@ -1,5 +1,4 @@
 """Streaming images through tf.data and the frozen backbone, once, into cached feature arrays."""
-import json
 import time
 import zipfile
 from pathlib import Path
@@ -96,14 +95,3 @@ def featurize_split(embedding_model, paths, labels, root, image_size, batch_size
     seconds = time.perf_counter() - start
     views = np.repeat(np.arange(copies + 1), len(paths))
     return np.concatenate(blocks), list(labels) * (copies + 1), list(paths) * (copies + 1), views, seconds
-
-
-def write_meta(path: Path, **meta) -> None:
-    Path(path).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-
-
-def read_meta(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found: run `dvc repro featurize`") from None

@@ -1,7 +1,4 @@
 """Training: the dense head on cached features, then optional end-to-end fine-tuning on images."""
-import json
-from pathlib import Path
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -9,14 +6,6 @@ import tensorflow as tf
 from asl_pipeline import backbones, model
 from asl_pipeline.config import TrainParams
 from asl_pipeline.errors import PipelineError
-
-
-def read_metrics(path: Path) -> dict:
-    """The train stage's metrics, which say whether the backbone was pretrained."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError) as error:
-        raise PipelineError(f"{path} is missing or damaged ({error}): run `dvc repro train`") from None
 
 
 def seed_everything(seed: int) -> None:

@@ -1,6 +1,6 @@
 """Stage evaluate: run the saved model on the test images (and Kaggle's own test photos)."""
 from asl_pipeline import dataset, evaluation, features, model, training
-from asl_pipeline.atomic import atomic_files, write_json, write_text
+from asl_pipeline.atomic import atomic_files, read_json, write_json, write_text
 from asl_pipeline.config import KAGGLE_TEST, load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 
@@ -13,7 +13,7 @@ def main():
     params = load_params(paths.params)
     classifier, classes = model.load_model(paths.model_file, paths.labels_file)
     image_size = model.image_size_of(classifier)
-    pretrained = training.read_metrics(paths.metrics / "train.json")["pretrained"]
+    pretrained = read_json(paths.metrics / "train.json", "train")["pretrained"]
     results, reports = {"pretrained": pretrained}, []
     for name in ("test", KAGGLE_TEST):
         if name == KAGGLE_TEST and not paths.manifest(name).is_file():

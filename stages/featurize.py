@@ -30,8 +30,8 @@ def main():
             counts[name], seconds = len(feats), seconds + took
             print(f"featurize {name}: {len(feats)} images -> {feats.shape[1]} features in {took:.1f} s")
         backbone_model.save_weights(tmp / "backbone.weights.h5")
-        features.write_meta(tmp / "meta.json", backbone=m.backbone, image_size=m.image_size,
-                            weights=weights_used, pretrained=pretrained)
+        write_json(tmp / "meta.json", {"backbone": m.backbone, "image_size": m.image_size,
+                                       "weights": weights_used, "pretrained": pretrained})
         total = sum(counts.values())
         write_json(metrics_tmp, {
             "pretrained": pretrained, "images": total, "seconds": round(seconds, 1),

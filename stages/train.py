@@ -4,7 +4,7 @@ import io
 from dvclive import Live
 
 from asl_pipeline import features, model, plots, training
-from asl_pipeline.atomic import atomic_dir, atomic_files, write_json, write_text
+from asl_pipeline.atomic import atomic_dir, atomic_files, read_json, write_json, write_text
 from asl_pipeline.config import load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 
@@ -21,7 +21,7 @@ def main():
     params = load_params(paths.params)
     t, classes = params.train, params.split.classes
     training.seed_everything(t.seed)
-    meta = features.read_meta(paths.features / "meta.json")
+    meta = read_json(paths.features / "meta.json", "featurize")
     train = features.load_features(paths.features_file("train"))
     val = features.load_features(paths.features_file("val"))
     y_train = training.class_indices(train["labels"], classes)

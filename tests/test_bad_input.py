@@ -506,3 +506,14 @@ def test_truncated_features_file_is_a_pipeline_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(PipelineError, match="dvc repro featurize"):
         features.load_features(path)
+
+
+@pytest.mark.parametrize("content", [None, "{not json"], ids=["missing", "damaged"])
+def test_reading_an_earlier_stages_json_names_the_stage_to_rerun(tmp_path, content):
+    from asl_pipeline import atomic
+
+    path = tmp_path / "meta.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(PipelineError, match=r"meta\.json .*dvc repro featurize"):
+        atomic.read_json(path, "featurize")

@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup pipeline test test-fast bench predict clean-outputs
+.PHONY: setup pipeline test test-fast bench predict demo clean-outputs
 
 setup: $(VENV)/.installed
 
@@ -11,21 +11,31 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 pipeline: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
-test: setup
+# The tests cover the demo page too, so they install its packages (requirements-demo.txt).
+test: $(VENV)/.installed-demo
 	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest
 
-test-fast: setup
+test-fast: $(VENV)/.installed-demo
 	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -m "not slow"
 
+# make bench [BENCH_ARGS=--skip-scale]: every figure side by side, table + benchmarks/results.json (~30 min)
 bench: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" python benchmarks/featurize_throughput.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" python benchmarks/run.py $(BENCH_ARGS)
 
 # make predict IMAGES=path/to/photo.jpg
 predict: setup
 	$(BIN)/python -m asl_pipeline predict $(IMAGES)
+
+# make demo [SERVE_ARGS="--port 8600"]: the trained model in a local web page (URL printed when ready)
+demo: $(VENV)/.installed-demo
+	$(BIN)/python -m asl_pipeline serve $(SERVE_ARGS)
+
+$(VENV)/.installed-demo: $(VENV)/.installed requirements-demo.txt
+	$(BIN)/python -m pip install --quiet -r requirements-demo.txt
+	$(BIN)/python -m pip check
+	touch $@

@@ -8,7 +8,6 @@ from asl_pipeline.atomic import write_json, write_text
 from asl_pipeline.errors import PipelineError
 
 EXIT_NO_IMAGES = 2  # like a usage error: nothing was given to work on
-HEATMAP_ALPHA = 0.4  # the default of params.yaml's explain.alpha
 
 
 def _positive_int(text: str) -> int:
@@ -23,33 +22,51 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m asl_pipeline",
-                                     description="ASL alphabet classifier: ResNet50 transfer learning.")
+                                     description="ASL alphabet classifier: hand landmarks and ResNet50 "
+                                                 "transfer learning.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser(
-        "predict", help="classify images and draw Grad-CAM heatmaps",
+        "predict", help="classify images, draw Grad-CAM heatmaps and hand skeletons",
         description="Print the predicted sign of each image with its top-k classes; write "
                     "OUT/<stem>_prediction.txt and, unless --no-heatmap, OUT/<stem>_heatmap.png (Grad-CAM of "
-                    "the predicted class over the original image). Exit status: 0 all images classified, "
+                    "the predicted class over the original image, for models with a backbone) and "
+                    "OUT/<stem>_hand.png (the hand skeleton the model saw, for models that use hand "
+                    "landmarks). Exit status: 0 all images classified, "
                     f"1 an image was unreadable or the model could not be loaded, {EXIT_NO_IMAGES} no images "
                     "found.")
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                          help="an image, or a folder searched recursively for files ending in "
                               f"{', '.join(sorted(images.IMAGE_SUFFIXES))} (any case)")
     predict.add_argument("--model", type=Path, default=Path("models/model.keras"),
-                         help="the trained model; class names are read from labels.json in the same folder "
-                              "(default: %(default)s)")
+                         help="the trained model; labels.json, featurizers.json and hand_landmarker.task are "
+                              "read from the same folder (default: %(default)s)")
     predict.add_argument("--top-k", type=_positive_int, default=3, metavar="K",
                          help="how many of the most probable classes to report (default: %(default)s)")
     predict.add_argument("--out", type=Path, default=Path("predictions"),
                          help="folder for the output files (default: %(default)s/)")
     predict.add_argument("--json", action="store_true",
                          help="also write OUT/predictions.json: a list of "
-                              "{path, label, probability, top_k: [{label, probability}]}")
+                              "{path, label, probability, top_k: [{label, probability}], hand_found}")
     predict.add_argument("--no-heatmap", action="store_true",
-                         help="skip Grad-CAM (faster): write no _heatmap.png files")
+                         help="skip Grad-CAM (faster): write no _heatmap.png or _hand.png files")
     predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                          help="images per forward pass (default: %(default)s)")
     predict.set_defaults(run=predict_command)
+    serve = commands.add_parser(
+        "serve", help="try the model in a browser: a local page for photos and webcam snapshots",
+        description="Load the model once and serve a web page (Streamlit) that classifies a dropped or "
+                    "picked photo or a webcam snapshot: the sign, the top classes, the Grad-CAM heatmap and "
+                    "the hand skeleton. Needs the packages in requirements-demo.txt (`make demo` installs "
+                    "them). Ctrl-C stops it.")
+    serve.add_argument("--model", type=Path, default=Path("models/model.keras"),
+                       help="the trained model; labels.json, featurizers.json, hand_landmarker.task and "
+                            "run.json are read from the same folder (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on; the default lets in only this machine, 0.0.0.0 opens "
+                            "the page to the whole network (default: %(default)s)")
+    serve.add_argument("--port", type=_positive_int, default=8501,
+                       help="port to listen on (default: %(default)s)")
+    serve.set_defaults(run=serve_command)
     return parser
 
 
@@ -70,9 +87,12 @@ def find_images(paths) -> tuple[list[Path], list[str]]:
     return list(dict.fromkeys(found)), problems
 
 
-def prediction_text(ranked) -> str:
+def prediction_text(ranked, hand_found: bool | None) -> str:
     label, probability = ranked[0]
-    lines = [f"prediction: {label}", f"probability: {probability:.4f}", f"top-{len(ranked)}:"]
+    lines = [f"prediction: {label}", f"probability: {probability:.4f}"]
+    if hand_found is not None:
+        lines.append(f"hand_found: {'yes' if hand_found else 'no'}")
+    lines.append(f"top-{len(ranked)}:")
     return "\n".join(lines + [f"  {name} {p:.4f}" for name, p in ranked]) + "\n"
 
 
@@ -88,33 +108,48 @@ def predict_command(args) -> int:
         raise PipelineError(f"--out {args.out} is a file, not a folder")
 
     # Imported here, not at the top: Keras takes seconds to load, which --help and path errors need not wait.
-    from asl_pipeline import gradcam
+    from asl_pipeline import drawing, inference, progress
     from asl_pipeline.evaluation import top_k
-    from asl_pipeline.model import load_model
+    from asl_pipeline.explain import unique_names
 
-    model, classes = load_model(args.model, args.model.with_name("labels.json"))
-    names = gradcam.unique_names([path.stem for path in files])
-    results = gradcam.analyse_images(model, files, batch_size=args.batch_size,
-                                     with_heatmaps=not args.no_heatmap)
+    classifier = inference.load_classifier(args.model)
+    classes, uses_hands = classifier.classes, classifier.spec.uses_hands
+    names = unique_names([path.stem for path in files])
+    results = progress.bar(len(files), "predict", iterable=inference.analyse_images(
+        classifier, files, batch_size=args.batch_size, with_heatmaps=not args.no_heatmap))
     records, failed = [], bool(problems)
     for name, result in zip(names, results):
         if result.error is not None:
-            print(f"error: {result.error}", file=sys.stderr)
+            results.write(f"error: {result.error}", file=sys.stderr)
             failed = True
             continue
         ranked = top_k(result.probabilities[None], classes, args.top_k)[0]
         label, probability = ranked[0]
         listing = ", ".join(f"{c} {p:.2f}" for c, p in ranked)
-        print(f"{result.path}: {label} ({probability:.2f})  [top-{len(ranked)}: {listing}]", flush=True)
-        write_text(args.out / f"{name}_prediction.txt", prediction_text(ranked))
+        hand_note = "" if result.hand_found is None else ("" if result.hand_found else "  (no hand found)")
+        # Through the bar, which redraws below the line on a terminal.
+        results.write(f"{result.path}: {label} ({probability:.2f})  [top-{len(ranked)}: {listing}]{hand_note}",
+                      file=sys.stdout)
+        write_text(args.out / f"{name}_prediction.txt", prediction_text(ranked, result.hand_found))
         if result.heatmap is not None:
-            gradcam.save_png(args.out / f"{name}_heatmap.png",
-                             gradcam.overlay(result.image, result.heatmap, HEATMAP_ALPHA))
+            drawing.save_png(args.out / f"{name}_heatmap.png",
+                             drawing.overlay(result.image, result.heatmap, drawing.HEATMAP_ALPHA))
+        if uses_hands and not args.no_heatmap:
+            drawing.save_png(args.out / f"{name}_hand.png", drawing.draw_hand(result.image, result.hand))
         records.append({"path": str(result.path), "label": label, "probability": probability,
-                        "top_k": [{"label": c, "probability": p} for c, p in ranked]})
+                        "top_k": [{"label": c, "probability": p} for c, p in ranked],
+                        "hand_found": result.hand_found})
     if args.json:
         write_json(args.out / "predictions.json", records)
     return 1 if failed else 0
+
+
+def serve_command(args) -> int:
+    # Imported here: the page loads Keras and Streamlit, which --help need not wait for.
+    from asl_pipeline import serve
+
+    serve.serve(args.model, args.host, args.port)
+    return 0
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,13 @@ ALL_CLASSES = tuple(string.ascii_uppercase) + ("del", "nothing", "space")
 SPLITS = ("train", "val", "test")
 KAGGLE_TEST = "kaggle_test"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# What the head reads: the CNN's pooled features (model.backbone) and MediaPipe's hand landmarks.
+# This order is the order of the feature blocks wherever they are concatenated.
+FEATURIZERS = ("backbone", "hand_landmarks")
+HAND_MODEL_SOURCES = ("auto", "local", "download")
+HAND_FEATURE_GROUPS = ("keypoints", "distances", "angles")
+HEADS = ("svm", "mlp")
+DISTRIBUTE = ("none", "mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +37,7 @@ class Paths:
     models = property(lambda self: self.root / "models")
     model_file = property(lambda self: self.models / "model.keras")
     labels_file = property(lambda self: self.models / "labels.json")
+    hand_model_file = property(lambda self: self.models / "hand_landmarker.task")
     metrics = property(lambda self: self.root / "metrics")
     plots = property(lambda self: self.root / "plots")
 
@@ -121,21 +129,37 @@ class SplitParams:
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
+    featurizers: tuple  # a subset of FEATURIZERS, in that order
     backbone: str
     weights: str
     image_size: int
 
 
 @dataclasses.dataclass(frozen=True)
+class HandsParams:
+    source: str
+    local_file: str
+    min_detection_confidence: float
+    min_presence_confidence: float
+    border: float
+    fallback_min_presence: float | None  # None: no landmark-model-only fallback
+    mirror_left: bool
+    features: tuple  # a subset of HAND_FEATURE_GROUPS, in that order
+
+
+@dataclasses.dataclass(frozen=True)
 class FeaturizeParams:
     batch_size: int
     precision: str
+    crop_to_hand: bool
     augment_copies: int
     horizontal_flip: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
+    head: str  # one of HEADS
+    svm_c: float
     epochs: int
     batch_size: int
     learning_rate: float
@@ -146,11 +170,13 @@ class TrainParams:
     fine_tune_from: str
     fine_tune_learning_rate: float
     seed: int
+    distribute: str = "none"  # one of DISTRIBUTE
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateParams:
     top_k: int
+    extra_sets: tuple  # folders of <CLASS>/*.jpg, relative to the project root or absolute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +192,7 @@ class Params:
     data: DataParams
     split: SplitParams
     model: ModelParams
+    hands: HandsParams
     featurize: FeaturizeParams
     train: TrainParams
     evaluate: EvaluateParams
@@ -189,11 +216,36 @@ def _classes(section: _Section) -> tuple:
     return tuple(c for c in ALL_CLASSES if c in value)
 
 
+def _subset(section: _Section, key: str, names: tuple) -> tuple:
+    """A non-empty list of `names` without repeats, returned in the order of `names`."""
+    allowed = f"a non-empty list of names from {list(names)}, without repeats"
+    if key not in section.raw:
+        raise PipelineError(f"params.yaml: missing '{section.name}.{key}' ({allowed})")
+    value = section.raw[key]
+    if (not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value)
+            or len(set(value)) != len(value) or not set(value) <= set(names)):
+        section._fail(key, value, allowed)
+    return tuple(name for name in names if name in value)
+
+
+def _folders(section: _Section, key: str) -> tuple:
+    value = section.raw.get(key)
+    if key not in section.raw:
+        raise PipelineError(f"params.yaml: missing '{section.name}.{key}' (a list of folders, maybe empty)")
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        section._fail(key, value, "a list of folder paths, maybe empty: []")
+    return tuple(value)
+
+
+def _probability(section: _Section, key: str):
+    return section.get(key, float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+
+
 def parse_params(raw) -> Params:
     if not isinstance(raw, dict):
         raise PipelineError("params.yaml: expected a mapping of sections (data, split, model, ...)")
     s = {name: _Section(name, raw.get(name)) for name in
-         ("data", "split", "model", "featurize", "train", "evaluate", "explain")}
+         ("data", "split", "model", "hands", "featurize", "train", "evaluate", "explain")}
 
     data = DataParams(
         source=s["data"].choice("source", ("auto", "kaggle", "local")),
@@ -228,22 +280,42 @@ def parse_params(raw) -> Params:
     backbone = m.choice("backbone", tuple(BACKBONES))
     minimum = BACKBONES[backbone].min_image_size
     model = ModelParams(
+        featurizers=_subset(m, "featurizers", FEATURIZERS),
         backbone=backbone,
         weights=m.get("weights", str, "auto, imagenet, none, or a path to a weights file"),
         image_size=m.get("image_size", int, f"an integer >= {minimum} (the minimum for {backbone})",
                          lambda v: v >= minimum),
     )
 
+    h = s["hands"]
+    if "fallback_min_presence" not in h.raw:
+        raise PipelineError("params.yaml: missing 'hands.fallback_min_presence' (a number in [0, 1], or null "
+                            "for no fallback)")
+    fallback = h.raw["fallback_min_presence"]
+    hands = HandsParams(
+        source=h.choice("source", HAND_MODEL_SOURCES),
+        local_file=h.get("local_file", str, "the path of a hand_landmarker.task bundle"),
+        min_detection_confidence=_probability(h, "min_detection_confidence"),
+        min_presence_confidence=_probability(h, "min_presence_confidence"),
+        border=h.get("border", float, "a number in [0, 2]", lambda v: 0 <= v <= 2),
+        fallback_min_presence=None if fallback is None else _probability(h, "fallback_min_presence"),
+        mirror_left=h.get("mirror_left", bool, "true or false"),
+        features=_subset(h, "features", HAND_FEATURE_GROUPS),
+    )
+
     f = s["featurize"]
     featurize = FeaturizeParams(
         batch_size=f.integer("batch_size", 1),
         precision=f.choice("precision", PRECISIONS),
+        crop_to_hand=f.get("crop_to_hand", bool, "true or false"),
         augment_copies=f.integer("augment_copies", 0),
         horizontal_flip=f.get("horizontal_flip", bool, "true or false"),
     )
 
     t = s["train"]
     train = TrainParams(
+        head=t.choice("head", HEADS),
+        svm_c=t.positive("svm_c"),
         epochs=t.integer("epochs", 1),
         batch_size=t.integer("batch_size", 1),
         learning_rate=t.positive("learning_rate"),
@@ -254,9 +326,25 @@ def parse_params(raw) -> Params:
         fine_tune_from=t.get("fine_tune_from", str, "the name of a backbone layer"),
         fine_tune_learning_rate=t.positive("fine_tune_learning_rate"),
         seed=t.integer("seed", 0),
+        distribute=t.choice("distribute", DISTRIBUTE),
     )
 
-    evaluate = EvaluateParams(top_k=s["evaluate"].integer("top_k", 1))
+    if featurize.crop_to_hand and "backbone" not in model.featurizers:
+        raise PipelineError("params.yaml: 'featurize.crop_to_hand' is true, but 'model.featurizers' "
+                            f"{list(model.featurizers)} has no 'backbone' to feed the crop to; add it or set "
+                            "crop_to_hand: false")
+
+    if train.fine_tune_epochs and train.head != "mlp":
+        raise PipelineError(f"params.yaml: 'train.fine_tune_epochs' is {train.fine_tune_epochs}, but fine-tuning "
+                            f"trains through the head by gradient descent: set train.head: mlp (it is "
+                            f"{train.head!r}), or fine_tune_epochs: 0")
+    if train.fine_tune_epochs and "backbone" not in model.featurizers:
+        raise PipelineError(f"params.yaml: 'train.fine_tune_epochs' is {train.fine_tune_epochs}, but "
+                            f"'model.featurizers' {list(model.featurizers)} has no 'backbone' to fine-tune; "
+                            "add it or set fine_tune_epochs: 0")
+
+    evaluate = EvaluateParams(top_k=s["evaluate"].integer("top_k", 1),
+                              extra_sets=_folders(s["evaluate"], "extra_sets"))
 
     e = s["explain"]
     explain = ExplainParams(
@@ -270,7 +358,7 @@ def parse_params(raw) -> Params:
     unknown_sections = sorted(set(raw) - set(s))
     if unknown_sections:
         raise PipelineError(f"params.yaml: unknown section(s) {unknown_sections}; expected {sorted(s)}")
-    return Params(data, split, model, featurize, train, evaluate, explain)
+    return Params(data, split, model, hands, featurize, train, evaluate, explain)
 
 
 def load_params(path: Path) -> Params:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asl_pipeline import images
+from asl_pipeline import images, progress
 from asl_pipeline.config import ALL_CLASSES, KAGGLE_TEST, SPLITS, SplitParams
 from asl_pipeline.errors import PipelineError
 
@@ -64,7 +64,7 @@ def _relative(path: Path, root: Path) -> str:
 def _inspect_all(paths):
     # Pillow releases the GIL while decoding, so threads use every core.
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-        return list(pool.map(images.inspect, paths))
+        return list(progress.bar(len(paths), "split: decoding", iterable=pool.map(images.inspect, paths)))
 
 
 def scan(raw_dir: Path, classes, root: Path, report: ScanReport):
@@ -245,3 +245,24 @@ def split_metrics(manifests, report: ScanReport) -> dict:
         "kaggle_test_overlap_dropped": report.kaggle_test_overlap_dropped,
         "unknown_class_folders": len(report.unknown_class_folders),
     }
+
+
+def read_labelled_folder(folder: Path, classes, root: Path):
+    """(paths relative to `root`, labels) of a folder of <CLASS>/<images>, such as an evaluate.extra_sets entry.
+
+    Its classes must be a subset of the model's; unreadable files are left for the scorer to report.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PipelineError(f"evaluate.extra_sets: {folder} is not a folder; expected <CLASS>/*.jpg inside, "
+                            "or remove it from the list in params.yaml")
+    class_dirs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    unknown = [d.name for d in class_dirs if d.name not in classes]
+    if unknown:
+        raise PipelineError(f"evaluate.extra_sets: {folder} has class folders {unknown} the model does not "
+                            f"predict (it knows {list(classes)}); rename or remove them")
+    rows = [(_relative(path, root), d.name) for d in class_dirs for path in sorted(d.rglob("*"))
+            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in images.IMAGE_SUFFIXES]
+    if not rows:
+        raise PipelineError(f"evaluate.extra_sets: {folder} holds no images in <CLASS>/ folders")
+    return [path for path, _ in rows], [label for _, label in rows]

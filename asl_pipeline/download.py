@@ -329,7 +329,8 @@ def kaggle_download(dataset: str, dest: Path) -> Path:
     sys.stdout.write(captured.getvalue())
 
     try:
-        api.dataset_download_files(dataset, path=str(dest), unzip=False, quiet=False)
+        # Kaggle's own bar (rate, time left) on a terminal; in a log it would print a line per update.
+        api.dataset_download_files(dataset, path=str(dest), unzip=False, quiet=not sys.stdout.isatty())
     except requests.exceptions.HTTPError as error:
         status = getattr(error.response, "status_code", None)
         detail = _redact(str(error))

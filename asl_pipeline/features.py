@@ -1,4 +1,4 @@
-"""Streaming images through tf.data and the frozen backbone, once, into cached feature arrays."""
+"""Computing every manifest's feature blocks once, streaming, into cached feature files."""
 import time
 import zipfile
 from pathlib import Path
@@ -7,52 +7,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from asl_pipeline import images, model
+from asl_pipeline import model, progress
 from asl_pipeline.errors import PipelineError
+from asl_pipeline.featurizers import Featurizer, FeatureSpec, ordered_blocks
 
-
-def _load_for_tf(path):
-    return images.load_rgb(path.decode("utf-8"))
-
-
-def image_dataset(paths, root: Path, image_size: int, batch_size: int, augment=None, labels=None,
-                  shuffle_seed=None) -> tf.data.Dataset:
-    """Batches of float32 RGB images (0-255) at `image_size`, in manifest order, or (image, label) pairs.
-
-    Decoding runs in parallel but order is kept; memory holds a few batches, not the dataset.
-    `augment` (a Keras layer) runs sequentially so its random draws are reproducible.
-    """
-    files = tf.constant([str(Path(root) / p) for p in paths], dtype=tf.string)
-    resize = model.resize_layer(image_size)
-
-    def load(path):
-        image = tf.numpy_function(_load_for_tf, [path], tf.uint8, stateful=False)
-        image.set_shape([None, None, 3])
-        image = resize(tf.cast(image, tf.float32))
-        return augment(image, training=True) if augment is not None else image
-
-    dataset = tf.data.Dataset.from_tensor_slices(files if labels is None else (files, np.asarray(labels)))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    parallel = {} if augment is not None else {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
-    if labels is None:
-        dataset = dataset.map(load, **parallel)
-    else:
-        dataset = dataset.map(lambda path, label: (load(path), label), **parallel)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def augmentation(horizontal_flip: bool, seed: int) -> keras.Sequential:
-    """Small geometric and lighting changes; flips only on request, since a mirrored hand is the other hand."""
-    layers = [
-        keras.layers.RandomRotation(0.05, fill_mode="nearest", seed=seed),
-        keras.layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 1),
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 2),
-        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 3),
-    ]
-    if horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 4))
-    return keras.Sequential(layers, name="augment")
+# Feature-file keys: one per block the spec computes, then the bookkeeping of every row.
+BLOCK_KEYS = {"backbone": "backbone", "hand_landmarks": "hand"}
+ROW_KEYS = ("labels", "paths", "views")
 
 
 def embedder(backbone_model: keras.Model, backbone: str, image_size: int) -> keras.Model:
@@ -61,37 +22,87 @@ def embedder(backbone_model: keras.Model, backbone: str, image_size: int) -> ker
     return keras.Model(images_in, backbone_model(x, training=False), name="embedder")
 
 
-def embed(embedding_model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
+def block_function(spec: FeatureSpec, embedding_model: keras.Model | None):
+    """A compiled function: a dataset batch in, {"backbone": pooled CNN features, "hand": hand vectors} out
+    (the blocks the spec uses). Hand vectors are computed in the dataset and only pass through."""
+    def blocks(batch):
+        outputs = {}
+        if spec.uses_backbone:
+            outputs["backbone"] = tf.cast(embedding_model(batch["images"], training=False), tf.float32)
+        if spec.uses_hands:
+            outputs["hand"] = batch["hand"]
+        return outputs
+    return tf.function(blocks, reduce_retracing=True)
+
+
+def embed(blocks, data: tf.data.Dataset, count: int, description: str) -> dict:
+    """Run `blocks` (block_function) over every batch of `data` ({count} images), with a progress bar."""
+    # One trace for every batch size (the last batch is smaller) and every split: a traced ResNet costs
+    # seconds, and a tf.function would trace again for the first odd-sized batch.
+    run = blocks.get_concrete_function(data.element_spec) if hasattr(blocks, "get_concrete_function") else blocks
+    outputs, done = {}, 0
     try:
-        features = embedding_model.predict(dataset, verbose=0)
+        with progress.bar(count, description) as bar:
+            for batch in data:
+                rows = 0
+                for name, value in run(batch).items():
+                    value = value.numpy()
+                    if name not in outputs:  # filled in place: memory holds the features once, not twice
+                        outputs[name] = np.empty((max(count, len(value)),) + value.shape[1:], np.float32)
+                    elif done + len(value) > len(outputs[name]):  # more rows than `count` said
+                        more = np.empty((done + len(value),) + value.shape[1:], np.float32)
+                        outputs[name] = np.concatenate([outputs[name][:done], more])
+                    outputs[name][done:done + len(value)] = value
+                    rows = len(value)
+                done += rows
+                bar.update(rows)
     except tf.errors.OpError as error:
         raise PipelineError(f"featurize failed while reading images: {error.message.splitlines()[0]}; "
                             "re-run `dvc repro split` if data/raw changed") from None
-    return np.asarray(features, dtype=np.float32)
+    return {name: values[:done] for name, values in outputs.items()}
 
 
-def save_features(path: Path, features: np.ndarray, labels, paths, views) -> None:
+def featurize_split(featurizer: Featurizer, blocks, paths, labels, root: Path, batch_size: int,
+                    copies: int = 0, seed: int = 0, horizontal_flip: bool = False, description: str = "featurize"):
+    """Every block of every image, then of `copies` augmented views of each; arrays and seconds taken.
+
+    blocks: block_function(...).
+    """
+    start = time.perf_counter()
+    views = [embed(blocks, featurizer.dataset(paths, root, batch_size, view=view, seed=seed,
+                                              horizontal_flip=horizontal_flip), len(paths),
+                   f"{description}{f' view {view}' if view else ''}")
+             for view in range(copies + 1)]
+    arrays = views[0] if len(views) == 1 else {name: np.concatenate([v[name] for v in views]) for name in views[0]}
+    arrays |= {"labels": np.array(list(labels) * (copies + 1), dtype=str),
+               "paths": np.array(list(paths) * (copies + 1), dtype=str),
+               "views": np.repeat(np.arange(copies + 1), len(paths)).astype(np.int16)}
+    return arrays, time.perf_counter() - start
+
+
+def save_features(path: Path, arrays: dict) -> None:
     # Plain numpy arrays (float32, unicode, int): loadable with allow_pickle=False.
-    np.savez(path, features=features, labels=np.array(labels, dtype=str),
-             paths=np.array(paths, dtype=str), views=np.asarray(views, dtype=np.int16))
+    np.savez(path, **arrays)
 
 
-def load_features(path: Path):
+def load_features(path: Path, spec: FeatureSpec | None = None) -> dict:
+    """A feature file; with `spec`, an error if it lacks a block the spec needs."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in ("features", "labels", "paths", "views")}
+            arrays = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise PipelineError(f"features {path} not found: run `dvc repro featurize`") from None
-    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise PipelineError(f"features {path} are unreadable ({error}): re-run `dvc repro featurize`") from None
+    needed = list(ROW_KEYS) + ([BLOCK_KEYS[name] for name in spec.featurizers] if spec else [])
+    missing = [key for key in needed if key not in arrays]
+    if missing:
+        raise PipelineError(f"features {path} lack {missing}: they come from another featurize run; "
+                            "re-run `dvc repro featurize`")
+    return arrays
 
 
-def featurize_split(embedding_model, paths, labels, root, image_size, batch_size, augment=None, copies=0):
-    """Features of every image, then `copies` augmented views of each; returns arrays and timing."""
-    start = time.perf_counter()
-    blocks = [embed(embedding_model, image_dataset(paths, root, image_size, batch_size))]
-    for _ in range(copies):
-        blocks.append(embed(embedding_model, image_dataset(paths, root, image_size, batch_size, augment)))
-    seconds = time.perf_counter() - start
-    views = np.repeat(np.arange(copies + 1), len(paths))
-    return np.concatenate(blocks), list(labels) * (copies + 1), list(paths) * (copies + 1), views, seconds
+def head_input(arrays: dict, spec: FeatureSpec) -> np.ndarray:
+    """The head's input rows: the spec's blocks side by side, in the order model.assemble joins them."""
+    blocks = ordered_blocks({name: arrays[BLOCK_KEYS[name]] for name in spec.featurizers})
+    return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]

@@ -1,4 +1,7 @@
 """Training: the dense head on cached features, then optional end-to-end fine-tuning on images."""
+import os
+import subprocess
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -6,6 +9,17 @@ import tensorflow as tf
 from asl_pipeline import backbones, model
 from asl_pipeline.config import TrainParams
 from asl_pipeline.errors import PipelineError
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """train.distribute: 'none' (TensorFlow's default, one device), 'mirrored' (every local GPU, or the
+    CPU when there is none) or 'multi_worker' (the workers TF_CONFIG names). Build the models inside
+    its scope(); create it before any other TensorFlow work, as multi-worker training requires."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def seed_everything(seed: int) -> None:
@@ -55,7 +69,35 @@ def _fit(network, optimizer_lr, train, val, epochs, patience, batch_size, callba
 
 
 def train_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=()):
-    """Fit the head on features; keeps the weights of the epoch with the lowest val loss."""
+    """Fit the head that `params.head` names on features; returns it with a summary of its scores."""
+    fit = {"svm": _train_svm_head, "mlp": _train_mlp_head}[params.head]
+    return fit(train_x, train_y, val_x, val_y, num_classes, params, callbacks)
+
+
+def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=()):
+    """An RBF SVM (scikit-learn, deterministic) on the standardized features, in one step.
+
+    Measured on the sample with hand landmarks: as accurate as the mlp head on held-out Kaggle frames
+    and clearly better on other people's hands (README, "Choosing the defaults").
+    """
+    from sklearn.svm import SVC
+
+    mean, variance = train_x.mean(axis=0), train_x.var(axis=0)
+    # The same standardization as the Keras layer in front of the kernel (it floors the deviation too).
+    scale = np.maximum(np.sqrt(variance), keras.config.epsilon())
+    svc = SVC(C=params.svm_c, kernel="rbf", gamma="scale").fit((train_x - mean) / scale, train_y)
+    head = model.svm_head(svc, num_classes, mean, variance)
+    head.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    logs = dict(zip(("loss", "accuracy"), head.evaluate(train_x, train_y, verbose=0)))
+    if len(val_y):
+        logs |= dict(zip(("val_loss", "val_accuracy"), head.evaluate(val_x, val_y, verbose=0)))
+    for callback in callbacks:  # one "epoch", so the curves and metrics have the same shape as the mlp's
+        callback.on_epoch_end(0, logs)
+    return head, {key: float(value) for key, value in logs.items()} | {"best_epoch": 1, "epochs_run": 1}
+
+
+def _train_mlp_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=()):
+    """Dense layers by Adam; keeps the weights of the epoch with the lowest val loss."""
     head = model.build_head(train_x.shape[1], num_classes, params.hidden_units, params.dropout,
                             train_x.mean(axis=0), train_x.var(axis=0))
     val = (val_x, val_y) if len(val_y) else None
@@ -82,11 +124,27 @@ def unfreeze_from(backbone_model: keras.Model, first_layer: str) -> int:
     return unfrozen
 
 
-def fine_tune(classifier: keras.Model, train_ds, val_ds, params: TrainParams, callbacks=()):
-    """Train the assembled model end to end on images from `fine_tune_from` on, at a low learning rate."""
+def fine_tune(classifier: keras.Model, featurizer, root, train: dict, y_train, val: dict, y_val,
+              params: TrainParams, callbacks=()):
+    """Train the assembled model end to end on photos from `fine_tune_from` on, at a low learning rate.
+
+    train, val: feature files (their paths and views); augmented views are left out, the photos are read.
+    """
     unfreeze_from(model.find_backbone(classifier), params.fine_tune_from)
-    return _fit(classifier, params.fine_tune_learning_rate, train_ds, val_ds, params.fine_tune_epochs,
+    originals = train["views"] == 0
+    train_data = input_dataset(classifier, featurizer, train["paths"][originals], root, y_train[originals],
+                               params.batch_size, shuffle_seed=params.seed)
+    val_data = input_dataset(classifier, featurizer, val["paths"], root, y_val, params.batch_size) if len(y_val) else None
+    return _fit(classifier, params.fine_tune_learning_rate, train_data, val_data, params.fine_tune_epochs,
                 params.patience, params.batch_size, callbacks)
+
+
+def input_dataset(classifier: keras.Model, featurizer, paths, root, labels, batch_size: int,
+                  shuffle_seed: int | None = None):
+    """(inputs, label) batches of photos for end-to-end training, with only the inputs the model takes."""
+    names = model.input_names(classifier)
+    data = featurizer.dataset(paths, root, batch_size, labels=labels, shuffle_seed=shuffle_seed)
+    return data.map(lambda inputs, label: ({name: inputs[name] for name in names}, label))
 
 
 def build_backbone_from(weights_file, backbone: str, image_size: int) -> keras.Model:
@@ -95,3 +153,18 @@ def build_backbone_from(weights_file, backbone: str, image_size: int) -> keras.M
     backbone_model.load_weights(weights_file)
     backbone_model.trainable = False
     return backbone_model
+
+
+def provenance(root) -> dict:
+    """Which code trained a model: the git commit (and whether the tree had changes) and, under
+    `dvc exp run`, the experiment's name. Unknown parts are None."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=10).stdout.strip() or None
+        except OSError:
+            return None
+    commit = git("rev-parse", "HEAD")
+    return {"git_commit": commit,
+            "git_dirty": None if commit is None else bool(git("status", "--porcelain", "--untracked-files=no")),
+            "dvc_experiment": os.environ.get("DVC_EXP_NAME")}

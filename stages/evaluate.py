@@ -1,41 +1,70 @@
-"""Stage evaluate: run the saved model on the test images (and Kaggle's own test photos)."""
-from asl_pipeline import dataset, evaluation, features, model, training
-from asl_pipeline.atomic import atomic_files, read_json, write_json, write_text
-from asl_pipeline.config import KAGGLE_TEST, load_params, project_paths
-from asl_pipeline.errors import exit_on_pipeline_error
+"""Stage evaluate: score the saved model, photo in, class out, on test, Kaggle's test photos and extra sets."""
+import sys
+from pathlib import Path
 
-BATCH_SIZE = 32
+from asl_pipeline import dataset, evaluation, inference, model_card, training
+from asl_pipeline.atomic import atomic_dir, atomic_files, read_json, write_json, write_text
+from asl_pipeline.config import KAGGLE_TEST, load_params, project_paths
+from asl_pipeline.errors import PipelineError, exit_on_pipeline_error
+
+PER_CLASS_COLUMNS = ["class", "images", "precision", "recall", "f1", "no_hand"]
+
+
+def evaluation_sets(paths, extra_sets, classes) -> dict:
+    """{set name: (image paths, labels)}: test, kaggle_test (if split wrote it), then each extra folder."""
+    sets = {"test": dataset.read_manifest(paths.manifest("test"), classes)}
+    if paths.manifest(KAGGLE_TEST).is_file():
+        sets[KAGGLE_TEST] = dataset.read_manifest(paths.manifest(KAGGLE_TEST), classes)
+    for folder in extra_sets:
+        name = Path(folder).name
+        if name in sets or name == "pretrained":
+            raise PipelineError(f"evaluate.extra_sets: {folder} would be called {name!r}, which is taken; "
+                                "rename the folder")
+        sets[name] = dataset.read_labelled_folder(paths.root / folder, classes, paths.root)
+    return sets
 
 
 @exit_on_pipeline_error
 def main():
     paths = project_paths()
     params = load_params(paths.params)
-    classifier, classes = model.load_model(paths.model_file, paths.labels_file)
-    image_size = model.image_size_of(classifier)
-    pretrained = read_json(paths.metrics / "train.json", "train")["pretrained"]
-    results, reports = {"pretrained": pretrained}, []
-    for name in ("test", KAGGLE_TEST):
-        if name == KAGGLE_TEST and not paths.manifest(name).is_file():
-            continue
-        image_paths, labels = dataset.read_manifest(paths.manifest(name), classes)
-        probabilities = classifier.predict(
-            features.image_dataset(image_paths, paths.root, image_size, BATCH_SIZE), verbose=0)
-        y_true = training.class_indices(labels, classes)
-        results[name] = evaluation.classification_metrics(y_true, probabilities, classes, params.evaluate.top_k)
-        reports.append(f"== {name} ({len(labels)} images)\n" + evaluation.report_text(y_true, probabilities, classes))
+    classifier = inference.load_classifier(paths.model_file)
+    classes = classifier.classes
+    # evaluate.json holds the few scalars `dvc exp show` compares; the rest of each set's scores go to
+    # evaluate_details.json, the model card and the per-class plots.
+    compared = {"pretrained": classifier.run.get("pretrained")}
+    details, reports, per_class, confusions = {}, [], {}, {}
+    for name, (image_paths, labels) in evaluation_sets(paths, params.evaluate.extra_sets, classes).items():
+        scored = evaluation.score(classifier, [paths.root / p for p in image_paths], image_paths,
+                                  training.class_indices(labels, classes), params.evaluate.top_k,
+                                  f"evaluate {name}")
+        for path, reason in scored.skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+        details[name] = scored.metrics
+        compared[name] = {key: scored.metrics[key] for key in ("accuracy", "macro_f1")}
+        reports.append(f"== {name} ({scored.metrics['n']} images)\n" + scored.report)
+        per_class[name], confusions[name] = scored.per_class_rows, scored.confusion
         if name == "test":
-            predicted = probabilities.argmax(axis=1)
-            confusion = [(classes[t], classes[p]) for t, p in zip(y_true, predicted)]
-            misclassified = evaluation.misclassified_rows(image_paths, y_true, probabilities, classes)
-        print(f"evaluate {name}: accuracy {results[name]['accuracy']:.4f}, "
-              f"macro F1 {results[name]['macro_f1']:.4f} on {len(labels)} images")
-    outputs = (paths.metrics / "evaluate.json", paths.metrics / "classification_report.txt",
-               paths.plots / "confusion.csv", paths.eval / "misclassified.csv")
-    with atomic_files(*outputs) as (metrics_tmp, report_tmp, confusion_tmp, misclassified_tmp):
-        write_json(metrics_tmp, results)
+            confusion, misclassified = scored.confusion, scored.misclassified
+        found = f", hand found {scored.metrics['hand_found']:.3f}" if "hand_found" in scored.metrics else ""
+        print(f"evaluate {name}: accuracy {scored.metrics['accuracy']:.4f}, macro F1 "
+              f"{scored.metrics['macro_f1']:.4f} on {scored.metrics['n']} images{found}")
+    card = model_card.model_card(params, classifier.spec, classifier.run,
+                                 read_json(paths.metrics / "split.json", "split")["counts"], details, confusions)
+    outputs = (paths.metrics / "evaluate.json", paths.metrics / "evaluate_details.json",
+               paths.metrics / "classification_report.txt",
+               paths.plots / "confusion.csv", paths.eval / "misclassified.csv", paths.models / "MODEL_CARD.md")
+    # Per-class scores are a plot per set, not metrics: `dvc exp show` stays a few columns wide.
+    with atomic_dir(paths.plots / "per_class") as per_class_dir, \
+            atomic_files(*outputs) as (metrics_tmp, details_tmp, report_tmp, confusion_tmp, misclassified_tmp,
+                                       card_tmp):
+        for name, rows in per_class.items():
+            write_text(per_class_dir / f"{name}.csv", dataset.csv_text(PER_CLASS_COLUMNS, rows))
+        write_json(metrics_tmp, compared)
+        write_json(details_tmp, details)
         write_text(report_tmp, "\n".join(reports))
         write_text(confusion_tmp, dataset.csv_text(["actual", "predicted"], confusion))
+        write_text(card_tmp, card)
         write_text(misclassified_tmp,
                    dataset.csv_text(["path", "label", "predicted", "probability"], misclassified))
 

@@ -1,7 +1,7 @@
-"""Stage explain: Grad-CAM overlays of typical and misclassified test images, in plots/gradcam/."""
+"""Stage explain: Grad-CAM overlays and hand skeletons of typical and misclassified test images, in plots/gradcam/."""
 from asl_pipeline.config import load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
-from asl_pipeline.gradcam import explain_test_set
+from asl_pipeline.explain import explain_test_set
 
 
 @exit_on_pipeline_error
@@ -9,7 +9,7 @@ def main():
     paths = project_paths()
     params = load_params(paths.params)
     summary = explain_test_set(paths, params.explain)
-    print(f"explain: {summary.written} Grad-CAM overlays ({summary.misclassified} misclassified, target "
+    print(f"explain: {summary.written} explanations ({summary.misclassified} misclassified, target "
           f"{params.explain.target} class) and grid.png in {summary.out_dir}; "
           f"{summary.skipped} unreadable images skipped")
 

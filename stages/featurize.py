@@ -1,10 +1,11 @@
-"""Stage featurize: embed every manifest's images once with the frozen backbone."""
+"""Stage featurize: every manifest's feature blocks (backbone, hand landmarks), computed once."""
 import keras
 
-from asl_pipeline import backbones, dataset, features
+from asl_pipeline import backbones, dataset, evaluation, features, hand_model
 from asl_pipeline.atomic import atomic_dir, atomic_files, write_json
 from asl_pipeline.config import KAGGLE_TEST, SPLITS, load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
+from asl_pipeline.featurizers import Featurizer, FeatureSpec, hand_found
 
 
 @exit_on_pipeline_error
@@ -12,32 +13,51 @@ def main():
     paths = project_paths()
     params = load_params(paths.params)
     m, f = params.model, params.featurize
+    spec = FeatureSpec.from_params(params)
     keras.utils.set_random_seed(params.split.seed)
     keras.config.set_dtype_policy(f.precision)
-    backbone_model, weights_used, pretrained = backbones.resolve_weights(m.backbone, m.weights, m.image_size)
-    embedding_model = features.embedder(backbone_model, m.backbone, m.image_size)
-    augment = features.augmentation(f.horizontal_flip, params.split.seed) if f.augment_copies else None
+    embedding_model, weights_used, pretrained = None, "not used", None
+    if spec.uses_backbone:
+        backbone_model, weights_used, pretrained = backbones.resolve_weights(m.backbone, m.weights, m.image_size)
+        embedding_model = features.embedder(backbone_model, m.backbone, m.image_size)
+    bundle = hand_model.verified_bundle(paths.hand_model_file) if spec.uses_hands else None
+    featurizer = Featurizer(spec, bundle)
+    blocks = features.block_function(spec, embedding_model)
     names = [s for s in SPLITS + (KAGGLE_TEST,) if s in SPLITS or paths.manifest(s).is_file()]
-    counts, seconds = {}, 0.0
+    counts, seconds, found = {}, 0.0, {}
     # Features and their metrics are replaced together or not at all.
-    with atomic_dir(paths.features) as tmp, atomic_files(paths.metrics / "featurize.json") as (metrics_tmp,):
+    outputs = (paths.metrics / "featurize.json", paths.metrics / "hands.json", paths.metrics / "hands_per_class.json")
+    with atomic_dir(paths.features) as tmp, atomic_files(*outputs) as (metrics_tmp, hands_tmp, per_class_tmp):
         for name in names:
             image_paths, labels = dataset.read_manifest(paths.manifest(name), params.split.classes)
             copies = f.augment_copies if name == "train" else 0
-            feats, labels, image_paths, views, took = features.featurize_split(
-                embedding_model, image_paths, labels, paths.root, m.image_size, f.batch_size, augment, copies)
-            features.save_features(tmp / f"{name}.npz", feats, labels, image_paths, views)
-            counts[name], seconds = len(feats), seconds + took
-            print(f"featurize {name}: {len(feats)} images -> {feats.shape[1]} features in {took:.1f} s")
-        backbone_model.save_weights(tmp / "backbone.weights.h5")
-        write_json(tmp / "meta.json", {"backbone": m.backbone, "image_size": m.image_size,
-                                       "weights": weights_used, "pretrained": pretrained})
+            arrays, took = features.featurize_split(featurizer, blocks, image_paths, labels, paths.root,
+                                                    f.batch_size, copies, params.split.seed, f.horizontal_flip,
+                                                    f"featurize {name}")
+            features.save_features(tmp / f"{name}.npz", arrays)
+            counts[name], seconds = len(arrays["labels"]), seconds + took
+            widths = ", ".join(f"{key} {arrays[key].shape[1]}" for key in ("backbone", "hand") if key in arrays)
+            print(f"featurize {name}: {counts[name]} images -> {widths} features in {took:.1f} s")
+            if spec.uses_hands:
+                originals = arrays["views"] == 0
+                found[name] = evaluation.hand_counts(arrays["labels"][originals],
+                                                     hand_found(arrays["hand"][originals]))
+        if spec.uses_backbone:
+            backbone_model.save_weights(tmp / "backbone.weights.h5")
+        write_json(tmp / "meta.json", {"spec": spec.to_dict(), "weights": weights_used, "pretrained": pretrained})
         total = sum(counts.values())
-        write_json(metrics_tmp, {
-            "pretrained": pretrained, "images": total, "seconds": round(seconds, 1),
-            "images_per_second": round(total / seconds, 1) if seconds else None,
-        })
-    print(f"featurize: {total} images at {total / seconds:.1f} images/s; weights: {weights_used}")
+        metrics = {"pretrained": pretrained, "images": total, "seconds": round(seconds, 1),
+                   "images_per_second": round(total / seconds, 1) if seconds else None}
+        if spec.uses_hands:
+            metrics["hand_found"] = evaluation.hand_found_rates(found)
+        write_json(metrics_tmp, metrics)
+        # The one hand-detection figure `dvc exp show` compares: the whole sample, outside `nothing`.
+        write_json(hands_tmp, {"hand_found": metrics["hand_found"]["all_outside_nothing"] if found else None})
+        write_json(per_class_tmp, found)
+    print(f"featurize: {total} images at {total / seconds:.1f} images/s; backbone weights: {weights_used}")
+    if spec.uses_hands:
+        rates = metrics["hand_found"]
+        print("featurize: hand found in " + ", ".join(f"{k} {v}" for k, v in rates.items()))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@ import io
 
 from dvclive import Live
 
-from asl_pipeline import features, model, plots, training
+from asl_pipeline import features, hand_model, model, plots, training
 from asl_pipeline.atomic import atomic_dir, atomic_files, read_json, write_json, write_text
 from asl_pipeline.config import load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
+from asl_pipeline.featurizers import Featurizer, FeatureSpec
 
 
 def _summary(network) -> str:
@@ -20,37 +21,41 @@ def main():
     paths = project_paths()
     params = load_params(paths.params)
     t, classes = params.train, params.split.classes
+    strategy = training.distribution_strategy(t.distribute)
     training.seed_everything(t.seed)
     meta = read_json(paths.features / "meta.json", "featurize")
-    train = features.load_features(paths.features_file("train"))
-    val = features.load_features(paths.features_file("val"))
+    spec = FeatureSpec.from_dict(meta["spec"])
+    train = features.load_features(paths.features_file("train"), spec)
+    val = features.load_features(paths.features_file("val"), spec)
     y_train = training.class_indices(train["labels"], classes)
     y_val = training.class_indices(val["labels"], classes)
 
     # Every output is written to a temporary sibling and all are renamed into place at the end, so a failed
     # run keeps the previous model, class names, curves and metrics together. dvclive empties its folder
     # when it starts, so it logs into a temporary one too.
-    outputs = (paths.model_file, paths.labels_file, paths.models / "model_summary.txt",
-               paths.plots / "learning_curves.png", paths.metrics / "train.json")
+    labels_file, spec_file = model.sibling_files(paths.model_file)
+    outputs = (paths.model_file, labels_file, spec_file, paths.models / "run.json",
+               paths.models / "model_summary.txt", paths.plots / "learning_curves.png", paths.metrics / "train.json")
     with atomic_dir(paths.plots / "train") as live_dir, atomic_files(*outputs) as tmp:
-        with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live, strategy.scope():
             logger = training.LiveLogger(live)
-            head, summary = training.train_head(train["features"], y_train, val["features"], y_val,
-                                                len(classes), t, [logger])
-            backbone_model = training.build_backbone_from(paths.features / "backbone.weights.h5",
-                                                          meta["backbone"], meta["image_size"])
-            classifier = model.assemble(backbone_model, head, meta["backbone"], meta["image_size"])
+            head, summary = training.train_head(features.head_input(train, spec), y_train,
+                                                features.head_input(val, spec), y_val, len(classes), t, [logger])
+            backbone_model = None
+            if spec.uses_backbone:
+                backbone_model = training.build_backbone_from(paths.features / "backbone.weights.h5",
+                                                              spec.backbone, spec.image_size)
+            classifier = model.assemble(spec, backbone_model, head)
             head_epochs = len(logger.history)
             if t.fine_tune_epochs:
-                originals = train["views"] == 0
-                train_ds = features.image_dataset(train["paths"][originals], paths.root, meta["image_size"],
-                                                  t.batch_size, labels=y_train[originals], shuffle_seed=t.seed)
-                val_ds = features.image_dataset(val["paths"], paths.root, meta["image_size"], t.batch_size,
-                                                labels=y_val) if len(y_val) else None
-                summary = training.fine_tune(classifier, train_ds, val_ds, t, [logger])
+                bundle = hand_model.verified_bundle(paths.hand_model_file) if spec.uses_hands else None
+                summary = training.fine_tune(classifier, Featurizer(spec, bundle), paths.root, train, y_train,
+                                             val, y_val, t, [logger])
 
-        model_tmp, labels_tmp, summary_tmp, curves_tmp, metrics_tmp = tmp
-        model.save_model(classifier, classes, model_tmp, labels_tmp)
+        model_tmp, labels_tmp, spec_tmp, run_tmp, summary_tmp, curves_tmp, metrics_tmp = tmp
+        model.save_model(classifier, classes, spec, model_tmp, labels_tmp, spec_tmp)
+        write_json(run_tmp, {"pretrained": meta["pretrained"], "backbone_weights": meta["weights"],
+                             **training.provenance(paths.root)})
         write_text(summary_tmp, _summary(classifier))
         plots.learning_curves(logger.history, curves_tmp, head_epochs if t.fine_tune_epochs else None)
         metrics = {"pretrained": meta["pretrained"], "fine_tuned": bool(t.fine_tune_epochs),

@@ -9,11 +9,26 @@ import pytest
 import yaml
 from PIL import Image
 
+from helpers import HAND_BUNDLE
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+# What a throwaway project changes in the repo's params.yaml so that featurize and train run on synthetic
+# noise photos in seconds, without network or ../shared relative to it: the backbone alone (noise shows no
+# hands), random init at 32 px, and the mlp head; the hand bundle by absolute path; no extra evaluation sets.
+STAGE_PROJECT_PARAMS = {
+    "model": {"featurizers": ["backbone"], "weights": "none", "image_size": 32},
+    "hands": {"source": "local", "local_file": str(HAND_BUNDLE)},
+    "featurize": {"crop_to_hand": False},
+    "train": {"head": "mlp"},
+    "evaluate": {"extra_sets": []},
+}
+
+
 class StageProject:
-    """A project root under tmp_path: a copy of the repo's params.yaml (edit with `set`) and data/raw.
+    """A project root under tmp_path: the repo's params.yaml with STAGE_PROJECT_PARAMS (edit with `set`)
+    and data/raw.
 
     Stages read params.yaml and data/ relative to their working directory, so running
     `python REPO/stages/<name>.py` here touches nothing in the repository.
@@ -25,6 +40,8 @@ class StageProject:
         self.train = self.raw / "asl_alphabet_train"
         self.train.mkdir(parents=True)
         self.params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+        for section, values in STAGE_PROJECT_PARAMS.items():
+            self.params[section].update(values)
         self.write_params()
 
     def write_params(self, text: str | None = None) -> None:

@@ -3,7 +3,8 @@
 Readable images come out as RGB uint8 (H, W, 3); unreadable ones are skipped and reported, never fatal.
 Layout problems the pipeline cannot work around are a PipelineError naming the class or folder and the fix.
 Zip files that are not zips, zip entries escaping the target and symlinks in the download are covered
-by test_download.py; missing model files and a class-count mismatch by test_predict.py.
+by test_download.py; missing model files and a class-count mismatch by test_predict.py; hand model bundles
+that are missing or not the pinned ones by test_hand_model.py.
 """
 import csv
 import hashlib
@@ -388,15 +389,27 @@ def test_split_scan_skips_symlinks_leading_outside_the_dataset(stage_project):
 
 # ---------------------------------------------------------------- model and array files
 
+def save_with_siblings(network, folder: Path, classes=("A", "B", "C")) -> tuple:
+    """Save as the train stage does (model.keras, labels.json, featurizers.json); (model file, labels file)."""
+    from asl_pipeline.model import save_model, sibling_files
+    from helpers import make_spec
+
+    model_file = folder / "model.keras"
+    labels_file, spec_file = sibling_files(model_file)
+    save_model(network, list(classes), make_spec(("hand_landmarks",), features=("angles",)), model_file,
+               labels_file, spec_file)
+    return model_file, labels_file
+
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
+    """A landmarks-only model on the 15 joint angles (+ 4 hand scalars): a dict input named "hand"."""
     import keras
-    from asl_pipeline.model import save_model
 
     folder = tmp_path_factory.mktemp("model")
-    inputs = keras.Input((4,))
-    network = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
-    save_model(network, ["A", "B", "C"], folder / "model.keras", folder / "labels.json")
+    inputs = {"hand": keras.Input((19,), name="hand")}
+    network = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs["hand"]))
+    save_with_siblings(network, folder)
     return folder
 
 
@@ -409,10 +422,41 @@ def copy_model(saved_model: Path, folder: Path, model_bytes=None, labels_bytes=N
 
 
 def test_the_saved_model_loads(saved_model):
-    from asl_pipeline.model import load_model
+    from asl_pipeline.model import input_names, load_model, load_spec
 
     network, classes = load_model(saved_model / "model.keras", saved_model / "labels.json")
     assert classes == ["A", "B", "C"] and network.output_shape[-1] == 3
+    assert input_names(network) == ("hand",)
+    assert load_spec(saved_model / "featurizers.json").hand_dim == 19
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"featurizers": ["backbone"]}', '["A"]'],
+                         ids=["missing", "not json", "incomplete", "not a mapping"])
+def test_feature_spec_that_is_missing_or_damaged_names_it(tmp_path, content):
+    from asl_pipeline.model import load_spec
+
+    path = tmp_path / "featurizers.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(PipelineError) as caught:
+        load_spec(path)
+    assert str(path) in str(caught.value) and "dvc repro train" in str(caught.value)
+
+
+def test_model_and_feature_spec_from_different_runs_name_both(saved_model, tmp_path):
+    """The model reads a hand vector, but featurizers.json says photos go to a backbone: refuse to serve."""
+    import json
+
+    from asl_pipeline.inference import load_classifier
+    from helpers import make_spec
+
+    model_file, _ = copy_model(saved_model, tmp_path / "models")
+    spec_file = model_file.with_name("featurizers.json")
+    spec_file.write_text(json.dumps(make_spec(("backbone",)).to_dict()))
+    with pytest.raises(PipelineError) as caught:
+        load_classifier(model_file)
+    message = str(caught.value)
+    assert str(model_file) in message and str(spec_file) in message and "dvc repro train" in message
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
@@ -441,15 +485,14 @@ def test_labels_file_that_is_not_a_json_list_of_names(saved_model, tmp_path, lab
 def test_model_with_a_lambda_layer_is_refused_not_run(tmp_path):
     """Safe mode: loading must not deserialize (and so run) Python bytecode stored in the model file."""
     import keras
-    from asl_pipeline.model import load_model, save_model
+    from asl_pipeline.model import load_model
 
     marker = tmp_path / "lambda ran"
     # eval puts the path in the lambda's code as a constant, which is what Keras stores.
     touch = eval(f"lambda t: (open({str(marker)!r}, 'w').close(), t)[1]")  # noqa: S307
     inputs = keras.Input((4,))
     outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Lambda(touch)(inputs))
-    model_file, labels_file = tmp_path / "model.keras", tmp_path / "labels.json"
-    save_model(keras.Model(inputs, outputs), ["A", "B", "C"], model_file, labels_file)
+    model_file, labels_file = save_with_siblings(keras.Model(inputs, outputs), tmp_path)
     marker.unlink(missing_ok=True)  # building the model ran the lambda
     with pytest.raises(PipelineError) as caught:
         load_model(model_file, labels_file)
@@ -468,7 +511,7 @@ class WritesMarker:
 
 
 def feature_arrays(**changes) -> dict:
-    arrays = dict(features=np.zeros((2, 4), np.float32), labels=np.array(["A", "B"]),
+    arrays = dict(backbone=np.zeros((2, 4), np.float32), labels=np.array(["A", "B"]),
                   paths=np.array(["a.jpg", "b.jpg"]), views=np.zeros(2, np.int16))
     return arrays | changes
 

@@ -1,4 +1,7 @@
-"""Grad-CAM on tiny models with the assembled structure, overlays, and the explain stage."""
+"""Grad-CAM on tiny models with the assembled structure, overlays, and the explain stage.
+
+Grad-CAM through a fused model with an SVM head: test_fusion.py.
+"""
 import runpy
 import shutil
 from pathlib import Path
@@ -8,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from asl_pipeline import gradcam
+from asl_pipeline import drawing, explain, gradcam, model as model_module
 from asl_pipeline.config import ExplainParams, Paths
-from asl_pipeline.model import assemble, build_head, save_model
+from asl_pipeline.model import assemble, build_head, save_model, sibling_files
+from helpers import copy_bundle_beside, make_spec, needs_bundle
 
 CLASSES = ["A", "B", "C"]
 SIZE = 32
@@ -18,12 +22,15 @@ STRIDE = 2
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def tiny_classifier(kernel_seed: int = 0, head_sign=(1.0, -1.0, -1.0), image_size: int = SIZE):
+def tiny_classifier(kernel_seed: int = 0, head_sign=(1.0, -1.0, -1.0), image_size: int = SIZE,
+                    featurizers=("backbone",)):
     """A model shaped like model.assemble's whose features only see the top-right quadrant of the image.
 
     The backbone crops that quadrant and zero-pads it back, so its conv map is exactly zero elsewhere.
-    The head's class c weighs every feature by head_sign[c]: class 0 grows with the features.
+    The head's class c weighs every backbone feature by head_sign[c]: class 0 grows with the features.
+    With hand_landmarks among the featurizers the head also reads the hand vector, with small fixed weights.
     """
+    spec = make_spec(featurizers, image_size)
     half = image_size // 2
     inputs = keras.Input((image_size, image_size, 3))
     x = keras.layers.Cropping2D(((0, half), (half, 0)))(inputs)
@@ -33,10 +40,22 @@ def tiny_classifier(kernel_seed: int = 0, head_sign=(1.0, -1.0, -1.0), image_siz
     features = keras.layers.GlobalAveragePooling2D()(conv(x))
     backbone = keras.Model(inputs, features, name="resnet50")
     conv.set_weights([np.random.default_rng(kernel_seed).normal(0, 0.05, (3, 3, 3, 8)).astype("float32")])
-    head = build_head(8, len(head_sign), hidden_units=0, dropout=0.0)
-    dense = head.layers[-1]
-    dense.set_weights([np.tile(np.asarray(head_sign, "float32"), (8, 1)), np.zeros(len(head_sign), "float32")])
-    return assemble(backbone, head, "resnet50", image_size)
+    hand_dim = spec.hand_dim if "hand_landmarks" in featurizers else 0
+    head = build_head(8 + hand_dim, len(head_sign), hidden_units=0, dropout=0.0)
+    weights = np.tile(np.asarray(head_sign, "float32"), (8, 1))
+    if hand_dim:
+        hand_weights = np.random.default_rng(kernel_seed).normal(0, 0.01, (hand_dim, len(head_sign)))
+        weights = np.vstack([weights, hand_weights.astype("float32")])
+    head.get_layer("logits").set_weights([weights, np.zeros(len(head_sign), "float32")])
+    return assemble(spec, backbone, head)
+
+
+def save_tiny(network, folder: Path, featurizers=("backbone",), image_size: int = SIZE) -> Path:
+    """`network` saved as the train stage saves it: model.keras, labels.json and featurizers.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model_file = folder / "model.keras"
+    save_model(network, CLASSES, make_spec(featurizers, image_size), model_file, *sibling_files(model_file))
+    return model_file
 
 
 def random_images(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -93,30 +112,56 @@ def test_default_layer_prefers_the_registry_name():
     x = keras.layers.Conv2D(4, 3, name="conv5_block3_out")(inputs)
     x = keras.layers.Conv2D(4, 3, name="later_conv")(x)
     backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="resnet50")
-    classifier = assemble(backbone, build_head(4, 2, 0, 0.0), "resnet50", SIZE)
+    classifier = assemble(make_spec(("backbone",)), backbone, build_head(4, 2, 0, 0.0))
     assert gradcam.default_last_conv_layer(classifier) == "conv5_block3_out"
+
+
+def test_heatmaps_through_a_fused_model_match_its_predictions():
+    """With a hand input beside the images, Grad-CAM still explains the backbone branch, and its
+    probabilities are the model's own (the hand block joins the features in assemble's order)."""
+    fused = tiny_classifier(featurizers=("backbone", "hand_landmarks"))
+    assert set(model_module.input_names(fused)) == {"images", "hand"}
+    images = random_images(3, SIZE, SIZE, seed=2)
+    hand = np.random.default_rng(3).normal(0, 1, (3, fused.get_layer("head").input_shape[-1] - 8)).astype("float32")
+    maps, probabilities = gradcam.heatmaps(fused, {"images": images, "hand": hand}, last_conv_layer="last_conv")
+    np.testing.assert_allclose(probabilities, fused.predict({"images": images, "hand": hand}, verbose=0), atol=1e-5)
+    assert maps.shape == (3, SIZE // STRIDE, SIZE // STRIDE)
+    assert maps.min() >= 0 and maps.max() <= 1
+    np.testing.assert_allclose(maps.max(axis=(1, 2)), 1)
 
 
 def test_overlay_keeps_size_dtype_and_rgb_order():
     image = np.full((37, 53, 3), 100, np.uint8)
     hot = np.ones((4, 4), np.float32)
-    blended = gradcam.overlay(image, hot, 0.5)
+    blended = drawing.overlay(image, hot, 0.5)
     assert blended.shape == image.shape and blended.dtype == np.uint8
-    np.testing.assert_array_equal(gradcam.overlay(image, hot, 0.0), image)
-    red, green, blue = gradcam.overlay(image, hot, 1.0)[0, 0]
+    np.testing.assert_array_equal(drawing.overlay(image, hot, 0.0), image)
+    red, green, blue = drawing.overlay(image, hot, 1.0)[0, 0]
     assert red > 100 and blue == 0 and green == 0  # jet's hottest colour is dark red, not blue
 
 
+def test_explanation_panels_follow_what_the_model_uses():
+    image = np.full((30, 40, 3), 100, np.uint8)
+    heatmap = np.ones((4, 4), np.float32)
+    assert drawing.explanation(image, heatmap, None, False, 0.4).shape == (30, 40, 3)  # Grad-CAM only
+    both = drawing.explanation(image, heatmap, None, True, 0.4)  # Grad-CAM beside the (missing) skeleton
+    assert both.shape == (30, 80, 3)
+    np.testing.assert_array_equal(both[:, :40], drawing.overlay(image, heatmap, 0.4))
+    assert not np.array_equal(both[:, 40:], image)  # "no hand found" is written on it
+    assert drawing.explanation(image, None, None, True, 0.4).shape == (30, 40, 3)  # landmarks-only model
+    np.testing.assert_array_equal(drawing.explanation(image, None, None, False, 0.4), image)
+
+
 def test_unique_names_are_deterministic_and_distinct():
-    assert gradcam.unique_names(["a", "a", "a_2", "b", "a"]) == ["a", "a_3", "a_2", "b", "a_4"]
-    assert gradcam.safe_name("del/x y") == "del_x_y"
+    assert explain.unique_names(["a", "a", "a_2", "b", "a"]) == ["a", "a_3", "a_2", "b", "a_4"]
+    assert explain.safe_name("del/x y") == "del_x_y"
 
 
 def test_choose_images_per_class_and_misclassified_once():
     test_paths = ["a1.jpg", "a2.jpg", "b1.jpg", "b2.jpg", "c1.jpg"]
     labels = ["A", "A", "B", "B", "C"]
     wrong = [("a2.jpg", "A", "B"), ("c1.jpg", "C", "A"), ("b2.jpg", "B", "C")]
-    chosen = gradcam.choose_images(test_paths, labels, wrong, per_class=1, max_misclassified=2)
+    chosen = explain.choose_images(test_paths, labels, wrong, per_class=1, max_misclassified=2)
     assert [c.name for c in chosen] == ["A_a1", "B_b1", "misclassified_A_as_B_a2", "misclassified_C_as_A_c1"]
 
 
@@ -131,7 +176,7 @@ def write_image(path: Path, size=(48, 40), mode="RGB") -> str:
 def project(tmp_path, model):
     """A project with a saved tiny model, a test manifest (with one unreadable file) and misclassified.csv."""
     paths = Paths(tmp_path)
-    save_model(model, CLASSES, paths.model_file, paths.labels_file)
+    save_tiny(model, paths.models)
     rows = [("A", "A1"), ("A", "A2"), ("B", "Bbad"), ("B", "B1"), ("C", "C1")]
     manifest = ["path,label"]
     for label, stem in rows:
@@ -157,7 +202,7 @@ EXPECTED = {"A_A1.png", "misclassified_A_as_B_A2.png", "misclassified_C_as_A_C1.
 
 
 def test_explain_writes_one_overlay_per_chosen_image_and_a_grid(project, capsys):
-    summary = gradcam.explain_test_set(project, PARAMS, batch_size=2)
+    summary = explain.explain_test_set(project, PARAMS, batch_size=2)
     out = project.plots / "gradcam"
     assert {p.name for p in out.iterdir()} == EXPECTED
     assert (summary.written, summary.misclassified, summary.skipped) == (3, 2, 1)
@@ -165,6 +210,19 @@ def test_explain_writes_one_overlay_per_chosen_image_and_a_grid(project, capsys)
     for name in EXPECTED:
         with Image.open(out / name) as image:
             assert image.format == "PNG" and min(image.size) > 50
+
+
+@needs_bundle
+def test_explain_with_a_hands_model_shows_grad_cam_beside_the_skeleton(project, monkeypatch):
+    featurizers = ("backbone", "hand_landmarks")
+    copy_bundle_beside(save_tiny(tiny_classifier(featurizers=featurizers), project.models, featurizers))
+    drawn = {}
+    monkeypatch.setattr(explain, "save_titled_overlay", lambda path, rgb, title: drawn.update({Path(path).name: rgb}))
+    summary = explain.explain_test_set(project, PARAMS)
+    assert set(drawn) == EXPECTED - {"grid.png"} and summary.written == 3
+    for rgb in drawn.values():  # the 48 x 40 photo twice: Grad-CAM overlay, then the hand (or "no hand found")
+        assert rgb.shape == (40, 96, 3)
+        assert not np.array_equal(rgb[:, :48], rgb[:, 48:])
 
 
 def test_explain_failure_keeps_the_previous_plots(project, monkeypatch):
@@ -179,9 +237,9 @@ def test_explain_failure_keeps_the_previous_plots(project, monkeypatch):
             raise RuntimeError("disk full")
         Path(path).write_bytes(b"new")
 
-    monkeypatch.setattr(gradcam, "save_titled_overlay", fail_on_second)
+    monkeypatch.setattr(explain, "save_titled_overlay", fail_on_second)
     with pytest.raises(RuntimeError, match="disk full"):
-        gradcam.explain_test_set(project, PARAMS)
+        explain.explain_test_set(project, PARAMS)
     assert [p.name for p in project.plots.iterdir()] == ["gradcam"]  # no temporary folder left behind
     assert [p.name for p in old.iterdir()] == ["old.png"]
 
@@ -190,5 +248,6 @@ def test_explain_stage_script(project, monkeypatch, capsys):
     shutil.copy(PROJECT / "params.yaml", project.params)
     monkeypatch.chdir(project.root)
     runpy.run_path(str(PROJECT / "stages" / "explain.py"), run_name="__main__")
-    assert "Grad-CAM overlays" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("explain: 3 ") and "2 misclassified" in out and "1 unreadable" in out, out
     assert (project.plots / "gradcam" / "grid.png").is_file()

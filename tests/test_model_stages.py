@@ -1,11 +1,10 @@
 """featurize, train and evaluate: preprocessing, cached features, the head, fine-tuning, metrics, the saved model.
 
-Everything runs at 32 px on a few synthetic images. The backbones are either real ResNet50s with random
+Everything runs at 32 px on a few synthetic images, with the backbone featurizer alone (hand landmarks and
+fusion: test_featurizers.py and test_fusion.py). The backbones are either real ResNet50s with random
 init (weights None: no network here) or tiny stand-ins shaped like them: a keras.Model from images to
 pooled features, so that model.assemble, features.embedder and model.find_backbone treat them alike.
 """
-import dataclasses
-
 import keras
 import numpy as np
 import pytest
@@ -14,8 +13,9 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from asl_pipeline import backbones, evaluation, features, model, training
-from asl_pipeline.config import TrainParams
 from asl_pipeline.errors import PipelineError
+from asl_pipeline.featurizers import Featurizer, augment_photo
+from helpers import make_spec, train_params
 
 SIZE = 32
 CLASSES = ["A", "B", "C"]
@@ -24,11 +24,7 @@ IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 # ---------------------------------------------------------------- helpers
 
-def train_params(**changes) -> TrainParams:
-    base = TrainParams(epochs=40, batch_size=16, learning_rate=0.01, hidden_units=16, dropout=0.1, patience=5,
-                       fine_tune_epochs=0, fine_tune_from="conv5_block3_1_conv", fine_tune_learning_rate=1e-3,
-                       seed=0)
-    return dataclasses.replace(base, **changes)
+SPEC = make_spec(("backbone",), image_size=SIZE)
 
 
 def mean_backbone(image_size: int = SIZE) -> keras.Model:
@@ -104,7 +100,8 @@ class FakeLive:
 def test_assembled_model_preprocesses_like_resnet50_preprocess_input():
     image = smooth_images(1, 45, 61, seed=1)[0]
     head = model.build_head(3, 3, hidden_units=0, dropout=0.0)
-    classifier = model.assemble(mean_backbone(), head, "resnet50", SIZE)
+    classifier = model.assemble(SPEC, mean_backbone(), head)
+    assert model.input_names(classifier) == ("images",)
 
     resized = tf.image.resize(image, (SIZE, SIZE), method="bilinear").numpy()
     expected = keras.applications.resnet50.preprocess_input(resized.copy())
@@ -113,8 +110,9 @@ def test_assembled_model_preprocesses_like_resnet50_preprocess_input():
 
     # End to end: the head's logits are its features / 100, so log-probability differences give back the
     # differences between the channel means the backbone saw.
-    head.layers[-1].set_weights([np.eye(3, dtype="float32") / 100, np.zeros(3, "float32")])
-    log_p = np.log(classifier.predict(image[None], verbose=0)[0])
+    assert [layer.name for layer in head.layers][-2:] == ["logits", "probabilities"]
+    head.get_layer("logits").set_weights([np.eye(3, dtype="float32") / 100, np.zeros(3, "float32")])
+    log_p = np.log(classifier.predict({"images": image[None]}, verbose=0)[0])
     seen = expected_mean_features(image)
     np.testing.assert_allclose(100 * (log_p - log_p[0]), seen - seen[0], atol=0.05)
 
@@ -159,14 +157,21 @@ def manifest(tmp_path_factory):
     return root, paths, labels, pixels
 
 
+def backbone_blocks(backbone: keras.Model, spec=SPEC):
+    """The featurize stage's two halves for a backbone-only spec: photos -> inputs, inputs -> feature blocks."""
+    embedding = features.embedder(backbone, spec.backbone, spec.image_size)
+    return Featurizer(spec, None), features.block_function(spec, embedding)
+
+
 def test_featurize_split_keeps_manifest_order_and_labels(manifest):
     root, paths, labels, pixels = manifest
-    embedding = features.embedder(mean_backbone(), "resnet50", SIZE)
-    feats, out_labels, out_paths, views, seconds = features.featurize_split(
-        embedding, paths, labels, root, SIZE, batch_size=4)
+    featurizer, blocks = backbone_blocks(mean_backbone())
+    arrays, seconds = features.featurize_split(featurizer, blocks, paths, labels, root, batch_size=4)
+    assert set(arrays) == {"backbone", "labels", "paths", "views"}  # no hand block without hands
+    feats = arrays["backbone"]
     assert feats.shape == (len(paths), 3) and feats.dtype == np.float32
-    assert out_labels == labels and out_paths == paths
-    assert views.tolist() == [0] * len(paths)
+    assert arrays["labels"].tolist() == labels and arrays["paths"].tolist() == paths
+    assert arrays["views"].tolist() == [0] * len(paths)
     assert seconds >= 0
     expected = np.stack([expected_mean_features(image) for image in pixels])
     np.testing.assert_allclose(feats, expected, atol=0.05)
@@ -176,54 +181,83 @@ def test_featurize_split_keeps_manifest_order_and_labels(manifest):
 
 def test_featurize_split_with_resnet50(manifest):
     root, paths, labels, _ = manifest
-    backbone = backbones.build_backbone("resnet50", SIZE, None)
-    embedding = features.embedder(backbone, "resnet50", SIZE)
-    feats, out_labels, _, views, _ = features.featurize_split(embedding, paths, labels, root, SIZE, batch_size=4)
+    featurizer, blocks = backbone_blocks(backbones.build_backbone("resnet50", SIZE, None))
+    arrays, _ = features.featurize_split(featurizer, blocks, paths, labels, root, batch_size=4)
+    feats = arrays["backbone"]
     assert feats.shape == (len(paths), 2048)
     assert np.isfinite(feats).all()
-    assert out_labels == labels and views.tolist() == [0] * len(paths)
+    assert arrays["labels"].tolist() == labels and arrays["views"].tolist() == [0] * len(paths)
     # One at a time gives the same rows: batching does not mix images up.
-    single, *_ = features.featurize_split(embedding, paths[2:3], labels[2:3], root, SIZE, batch_size=1)
-    np.testing.assert_allclose(single[0], feats[2], rtol=1e-4, atol=1e-4)
+    single, _ = features.featurize_split(featurizer, blocks, paths[2:3], labels[2:3], root, batch_size=1)
+    np.testing.assert_allclose(single["backbone"][0], feats[2], rtol=1e-4, atol=1e-4)
 
 
 def test_featurize_split_appends_augmented_copies(manifest):
     root, paths, labels, _ = manifest
     n = len(paths)
-    embedding = features.embedder(mean_backbone(), "resnet50", SIZE)
-    plain, *_ = features.featurize_split(embedding, paths, labels, root, SIZE, batch_size=4)
-    augment = features.augmentation(horizontal_flip=True, seed=3)
-    feats, out_labels, out_paths, views, _ = features.featurize_split(
-        embedding, paths, labels, root, SIZE, batch_size=4, augment=augment, copies=2)
+    featurizer, blocks = backbone_blocks(mean_backbone())
+    plain = features.featurize_split(featurizer, blocks, paths, labels, root, batch_size=4)[0]["backbone"]
+
+    def augmented(seed):
+        return features.featurize_split(featurizer, blocks, paths, labels, root, batch_size=4, copies=2, seed=seed,
+                                        horizontal_flip=True)[0]
+
+    arrays = augmented(3)
+    feats = arrays["backbone"]
     assert feats.shape == (3 * n, 3)
-    assert views.tolist() == [0] * n + [1] * n + [2] * n
-    assert out_labels == labels * 3 and out_paths == paths * 3
+    assert arrays["views"].tolist() == [0] * n + [1] * n + [2] * n
+    assert arrays["labels"].tolist() == labels * 3 and arrays["paths"].tolist() == paths * 3
     np.testing.assert_allclose(feats[:n], plain, atol=1e-5)  # view 0: the originals, unaugmented
     for view in (1, 2):
         changed = np.abs(feats[view * n:(view + 1) * n] - plain).max(axis=1)
         assert (changed > 1e-2).all(), (view, changed)
     assert np.abs(feats[n:2 * n] - feats[2 * n:]).max() > 1e-2  # two copies, two different draws
+    # Each view is seeded by (seed, view, image): the same seed draws the same views, another seed others.
+    np.testing.assert_array_equal(augmented(3)["backbone"], feats)
+    assert np.abs(augmented(4)["backbone"][n:] - feats[n:]).max() > 1e-2
+
+
+def test_augment_photo_is_seeded_and_keeps_shape_and_dtype():
+    photo = np.round(smooth_images(1, 36, 52, seed=2)[0]).astype(np.uint8)
+    views = [augment_photo(photo, np.random.default_rng(seed), horizontal_flip=True) for seed in (0, 0, 1)]
+    assert all(view.shape == photo.shape and view.dtype == np.uint8 for view in views)
+    np.testing.assert_array_equal(views[0], views[1])
+    assert not np.array_equal(views[0], views[2]) and not np.array_equal(views[0], photo)
 
 
 def test_features_round_trip_without_pickle(tmp_path):
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(5, 7)).astype("float32")
+    hand = rng.normal(size=(5, 4)).astype("float32")
     labels, paths = ["A", "B", "C", "A", "del"], [f"data/raw/x/{i}.jpg" for i in range(5)]
-    views = np.array([0, 0, 0, 1, 1])
-    features.save_features(tmp_path / "train.npz", feats, labels, paths, views)
-    loaded = features.load_features(tmp_path / "train.npz")
-    np.testing.assert_array_equal(loaded["features"], feats)
-    assert loaded["features"].dtype == np.float32
+    views = np.array([0, 0, 0, 1, 1], np.int16)
+    features.save_features(tmp_path / "train.npz", {"backbone": feats, "hand": hand, "labels": np.array(labels),
+                                                    "paths": np.array(paths), "views": views})
+    loaded = features.load_features(tmp_path / "train.npz", make_spec(("backbone", "hand_landmarks")))
+    np.testing.assert_array_equal(loaded["backbone"], feats)
+    np.testing.assert_array_equal(loaded["hand"], hand)
+    assert loaded["backbone"].dtype == np.float32
     assert loaded["labels"].tolist() == labels and loaded["paths"].tolist() == paths
     assert loaded["labels"].dtype.kind == loaded["paths"].dtype.kind == "U"
     assert loaded["views"].tolist() == views.tolist()
     with np.load(tmp_path / "train.npz", allow_pickle=False) as data:
-        assert sorted(data.files) == ["features", "labels", "paths", "views"]
+        assert sorted(data.files) == ["backbone", "hand", "labels", "paths", "views"]
     with pytest.raises(PipelineError, match="featurize"):
         features.load_features(tmp_path / "absent.npz")
     (tmp_path / "broken.npz").write_bytes(b"not an npz file")
     with pytest.raises(PipelineError, match="broken.npz"):
         features.load_features(tmp_path / "broken.npz")
+
+
+def test_features_lacking_a_block_the_spec_needs_name_it_and_the_fix(tmp_path):
+    path = tmp_path / "train.npz"
+    features.save_features(path, {"backbone": np.zeros((2, 3), np.float32), "labels": np.array(["A", "B"]),
+                                  "paths": np.array(["a.jpg", "b.jpg"]), "views": np.zeros(2, np.int16)})
+    assert set(features.load_features(path, make_spec(("backbone",)))) == {"backbone", "labels", "paths", "views"}
+    with pytest.raises(PipelineError) as caught:
+        features.load_features(path, make_spec(("backbone", "hand_landmarks")))
+    message = str(caught.value)
+    assert str(path) in message and "'hand'" in message and "dvc repro featurize" in message
 
 
 # ---------------------------------------------------------------- the head
@@ -314,13 +348,14 @@ def test_unfreeze_from_freezes_before_and_spares_batchnorm():
 
 @pytest.mark.slow
 def test_fine_tune_changes_unfrozen_convs_only(tmp_path):
+    """End to end on photos through training.fine_tune, as the train stage calls it."""
     labels = np.array([0, 1, 0, 1])
-    paths = [str(write_png(tmp_path / f"{i}.png", image))
+    paths = [write_png(tmp_path / f"{i}.png", image).name
              for i, image in enumerate(class_images(labels, 40, 40, seed=4))]
     backbone = backbones.build_backbone("resnet50", SIZE, None)
     backbone.trainable = False
     head = model.build_head(2048, 2, hidden_units=0, dropout=0.0)
-    classifier = model.assemble(backbone, head, "resnet50", SIZE)
+    classifier = model.assemble(SPEC, backbone, head)
     params = train_params(fine_tune_epochs=1, fine_tune_from="conv5_block3_1_conv", batch_size=2, patience=1)
 
     watched = {
@@ -330,9 +365,12 @@ def test_fine_tune_changes_unfrozen_convs_only(tmp_path):
         "frozen-side batchnorm": backbone.get_layer("conv4_block6_1_bn"),
     }
     before = {name: [w.numpy().copy() for w in layer.weights] for name, layer in watched.items()}
-    dataset = features.image_dataset(paths, tmp_path, SIZE, params.batch_size, labels=labels, shuffle_seed=0)
+    # Feature files as featurize writes them: the photo of each row, and its view (augmented views are skipped).
+    rows = {"paths": np.array(paths + paths[:1]), "views": np.array([0, 0, 0, 0, 1])}
+    no_val = {"paths": np.array([], dtype=str), "views": np.array([], dtype=np.int16)}
     training.seed_everything(0)
-    summary = training.fine_tune(classifier, dataset, None, params)
+    summary = training.fine_tune(classifier, Featurizer(SPEC, None), tmp_path, rows, np.append(labels, 0), no_val,
+                                 labels[:0], params)
     after = {name: [w.numpy() for w in layer.weights] for name, layer in watched.items()}
 
     assert summary["epochs_run"] == 1 and np.isfinite(summary["loss"])
@@ -370,14 +408,26 @@ def test_classification_metrics_by_hand():
     assert result["top_2_accuracy"] == pytest.approx(4 / 5)
 
 
-def test_class_without_support_scores_zero_not_nan():
+def test_a_class_the_set_lacks_is_not_scored_but_predicting_it_counts_against_the_true_class():
+    """A set of A, B, C scored by a model that also knows D: D gets no per-class row and does not lower
+    macro F1, but a photo of C predicted as D is a miss for C."""
     probabilities = np.hstack([PROBABILITIES * 0.9, np.full((5, 1), 0.1 * 0.5)])
     result = evaluation.classification_metrics(Y_TRUE, probabilities, CLASSES + ["D"], top_k=1)
-    assert result["per_class"]["D"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert set(result["per_class"]) == set(CLASSES)
     assert result["accuracy"] == pytest.approx(3 / 5)
-    assert result["macro_f1"] == pytest.approx((0.5 + 0.5 + 1.0 + 0.0) / 4)
+    assert result["macro_f1"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
     assert result["top_1_accuracy"] == pytest.approx(3 / 5)
     assert not np.isnan([v for scores in result["per_class"].values() for v in scores.values()]).any()
+
+    probabilities[4] = [0.05, 0.05, 0.1, 0.8]  # the photo of C: now predicted D
+    result = evaluation.classification_metrics(Y_TRUE, probabilities, CLASSES + ["D"], top_k=1)
+    assert set(result["per_class"]) == set(CLASSES)
+    assert result["per_class"]["C"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert result["accuracy"] == pytest.approx(2 / 5)
+    assert result["macro_f1"] == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    rows = {line.split()[0] for line in evaluation.report_text(Y_TRUE, probabilities, CLASSES + ["D"]).splitlines()
+            if line.strip()}
+    assert rows & {"A", "B", "C", "D"} == {"A", "B", "C"}
 
 
 @pytest.mark.filterwarnings("ignore:'k' .* greater than or equal to 'n_classes'")
@@ -390,18 +440,23 @@ def test_classification_metrics_agree_with_scikit_learn():
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     y_pred = probabilities.argmax(axis=1)
     labels = np.arange(len(classes))
+    present = np.unique(y_true)  # G is scored only as a wrong prediction
     for top_k in (1, 3, 99):
         result = evaluation.classification_metrics(y_true, probabilities, classes, top_k)
         k = min(top_k, len(classes))
         assert result["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
         assert result["macro_f1"] == pytest.approx(
-            skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+            skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
         assert result[f"top_{k}_accuracy"] == pytest.approx(
             skm.top_k_accuracy_score(y_true, probabilities, k=k, labels=labels))
         # top-k by counting, without scikit-learn
         top = np.argsort(-probabilities, axis=1)[:, :k]
         assert result[f"top_{k}_accuracy"] == pytest.approx(np.mean([t in row for t, row in zip(y_true, top)]))
-        assert [result["per_class"][c]["support"] for c in classes] == np.bincount(y_true, minlength=7).tolist()
+        assert list(result["per_class"]) == classes[:6]
+        assert [result["per_class"][c]["support"] for c in classes[:6]] == np.bincount(y_true).tolist()
+        for index, name in enumerate(classes[:6]):
+            expected = skm.precision_recall_fscore_support(y_true, y_pred, labels=[index], zero_division=0)
+            assert result["per_class"][name]["f1"] == pytest.approx(expected[2][0])
     assert "top_7_accuracy" in evaluation.classification_metrics(y_true, probabilities, classes, 99)
 
 
@@ -426,33 +481,44 @@ def test_misclassified_rows_lists_the_wrong_ones_most_confident_first():
 def trained_classifier():
     """A fixed conv backbone and a head trained on its features of colour-coded class images."""
     backbone = conv_backbone()
-    embedding = features.embedder(backbone, "resnet50", SIZE)
+    embedding = features.embedder(backbone, SPEC.backbone, SIZE)
     labels = np.tile(np.arange(len(CLASSES)), 30)
     feats = embedding.predict(class_images(labels, seed=5), verbose=0)
     training.seed_everything(0)
     head, _ = training.train_head(feats[:60], labels[:60], feats[60:], labels[60:], len(CLASSES),
                                   train_params(epochs=30, hidden_units=0, dropout=0.0, learning_rate=0.05))
-    return model.assemble(backbone, head, "resnet50", SIZE)
+    return model.assemble(SPEC, backbone, head)
 
 
 @pytest.fixture(scope="module")
-def saved_model(trained_classifier, tmp_path_factory):
+def saved_files(trained_classifier, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    model.save_model(trained_classifier, CLASSES, folder / "model.keras", folder / "labels.json")
-    loaded, classes = model.load_model(folder / "model.keras", folder / "labels.json")
+    model_file = folder / "model.keras"
+    labels_file, spec_file = model.sibling_files(model_file)
+    assert (labels_file, spec_file) == (folder / "labels.json", folder / "featurizers.json")
+    model.save_model(trained_classifier, CLASSES, SPEC, model_file, labels_file, spec_file)
+    return model_file, labels_file, spec_file
+
+
+@pytest.fixture(scope="module")
+def saved_model(saved_files):
+    model_file, labels_file, _ = saved_files
+    loaded, classes = model.load_model(model_file, labels_file)
     return loaded, classes
 
 
-def test_saved_model_reloads_and_predicts_the_same(trained_classifier, saved_model):
+def test_saved_model_reloads_and_predicts_the_same(trained_classifier, saved_model, saved_files):
     loaded, classes = saved_model
     assert classes == CLASSES
-    assert model.image_size_of(loaded) == SIZE
+    assert model.load_spec(saved_files[2]) == SPEC
+    assert model.load_spec(saved_files[2]).image_size == SIZE
+    assert model.input_names(loaded) == ("images",)
     assert isinstance(loaded.get_layer("preprocess"), model.BackbonePreprocess)
     rng = np.random.default_rng(1)
     for height, width in ((40, 40), (57, 33)):
         images = rng.uniform(0, 255, (4, height, width, 3)).astype("float32")
-        before = trained_classifier.predict(images, verbose=0)
-        after = loaded.predict(images, verbose=0)
+        before = trained_classifier.predict({"images": images}, verbose=0)
+        after = loaded.predict({"images": images}, verbose=0)
         assert after.shape == (4, len(CLASSES))
         np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(after.sum(axis=1), 1, rtol=1e-5)
@@ -462,7 +528,7 @@ def test_saved_model_recognises_its_classes(saved_model):
     """Minimum functionality: fresh images of each class get their class, so invariance below is not vacuous."""
     loaded, _ = saved_model
     labels = np.repeat(np.arange(len(CLASSES)), 8)
-    predicted = loaded.predict(class_images(labels, seed=6), verbose=0).argmax(axis=1)
+    predicted = loaded.predict({"images": class_images(labels, seed=6)}, verbose=0).argmax(axis=1)
     assert (predicted == labels).mean() >= 0.9
 
 
@@ -477,7 +543,7 @@ def test_saved_model_is_invariant_to_image_size(saved_model, height, width, tole
 
     def predict_both(images):
         upscaled = images.repeat(2, axis=1).repeat(2, axis=2)
-        return loaded.predict(images, verbose=0), loaded.predict(upscaled, verbose=0)
+        return loaded.predict({"images": images}, verbose=0), loaded.predict({"images": upscaled}, verbose=0)
 
     # Clear examples of each class keep their (confident) class...
     original, bigger = predict_both(class_images(np.repeat(np.arange(len(CLASSES)), 4), height, width, seed=7))
@@ -486,3 +552,50 @@ def test_saved_model_is_invariant_to_image_size(saved_model, height, width, tole
     original, bigger = predict_both(smooth_images(12, height, width, seed=8))
     assert original.max(axis=1).min() < 0.9
     np.testing.assert_allclose(bigger, original, atol=tolerance)
+
+
+# ---------------------------------------------------------------- the train stage
+
+@pytest.mark.parametrize("head", ["svm", "mlp"])
+def test_train_stage_on_cached_hand_features_writes_the_model_and_its_companions(stage_project, monkeypatch,
+                                                                                   capsys, head):
+    """The train stage, in this process, on feature files as featurize writes them for a landmarks-only spec."""
+    import json
+    import runpy
+
+    from asl_pipeline.config import load_params
+    from asl_pipeline.featurizers import FeatureSpec
+    from helpers import REPO
+
+    project = stage_project
+    project.set(split={"classes": CLASSES}, model={"featurizers": ["hand_landmarks"]},
+                hands={"features": ["angles"]},
+                train={"head": head, "epochs": 15, "patience": 5, "learning_rate": 0.05, "batch_size": 16})
+    spec = FeatureSpec.from_params(load_params(project.root / "params.yaml"))
+    assert spec.hand_dim == 19
+    x, y = separable_features(per_class=20, dim=spec.hand_dim, seed=5)
+    folder = project.root / "data" / "features"
+    folder.mkdir(parents=True)
+    for name, rows in (("train", slice(0, 45)), ("val", slice(45, 60))):
+        count = len(y[rows])
+        features.save_features(folder / f"{name}.npz", {
+            "hand": x[rows], "labels": np.array([CLASSES[i] for i in y[rows]]),
+            "paths": np.array([f"data/raw/{name}{i}.jpg" for i in range(count)]), "views": np.zeros(count, np.int16)})
+    (folder / "meta.json").write_text(json.dumps({"spec": spec.to_dict(), "weights": "not used", "pretrained": False}))
+
+    monkeypatch.chdir(project.root)
+    runpy.run_path(str(REPO / "stages" / "train.py"), run_name="__main__")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("train: ")
+    models = project.root / "models"
+    assert json.loads((models / "labels.json").read_text()) == CLASSES
+    assert model.load_spec(models / "featurizers.json") == spec
+    run = json.loads((models / "run.json").read_text())
+    assert {"pretrained", "backbone_weights", "git_commit", "git_dirty", "dvc_experiment"} <= set(run)
+    assert run["pretrained"] is False and run["backbone_weights"] == "not used"
+    assert (models / "model_summary.txt").is_file() and (project.root / "plots" / "learning_curves.png").is_file()
+    metrics = json.loads((project.root / "metrics" / "train.json").read_text())
+    assert metrics["fine_tuned"] is False and metrics["val_accuracy"] > 0.8
+    assert metrics["epochs_run"] == 1 if head == "svm" else 1 <= metrics["epochs_run"] <= 15
+    network, _ = model.load_model(models / "model.keras", models / "labels.json")
+    assert model.input_names(network) == ("hand",)
+    assert (network.predict({"hand": x[45:]}, verbose=0).argmax(axis=1) == y[45:]).mean() > 0.8

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from asl_pipeline.backbones import BACKBONES
-from asl_pipeline.config import ALL_CLASSES, PRECISIONS, load_params, parse_params
+from asl_pipeline.config import (ALL_CLASSES, FEATURIZERS, HAND_FEATURE_GROUPS, HAND_MODEL_SOURCES, HEADS, PRECISIONS,
+                                 load_params, parse_params)
 from asl_pipeline.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +80,11 @@ NUMBER_RULES = {  # param: (bad values, what the message must say is allowed)
     "train.fine_tune_learning_rate": ([0, math.inf], "> 0"),
     "train.dropout": ([1, 1.5, -0.1, math.nan], "[0.0, 1.0)"),
     "train.fine_tune_epochs": ([-1], ">= 0"),
+    "train.svm_c": ([0, -1.0, "big", math.inf], "> 0"),
+    "hands.min_detection_confidence": ([-0.1, 1.5, "high"], "[0, 1]"),
+    "hands.min_presence_confidence": ([1.01, math.nan], "[0, 1]"),
+    "hands.fallback_min_presence": ([1.5, -1, "off"], "[0, 1]"),
+    "hands.border": ([-0.1, 2.5], "[0, 2]"),
     "split.val_fraction": ([-0.1, 1, 1.0, 1.5, "half"], "[0.0, 1.0)"),
     "split.test_fraction": ([-0.01, 1, 2], "[0.0, 1.0)"),
     "split.per_class": ([0, -5, "ALL", 2.5], "all"),
@@ -100,6 +106,14 @@ CHOICE_RULES = {  # param: (bad values, every value the message must list)
     "featurize.horizontal_flip": (["yes", 1, "true"], ["true", "false"]),
     "data.kaggle_dataset": (["asl-alphabet", "a/b/c"], ["owner/dataset"]),
     "model.weights": ([None, 0], ["imagenet", "none"]),
+    "train.head": (["SVM", "knn", None], HEADS),
+    "hands.source": (["kaggle", "Local"], HAND_MODEL_SOURCES),
+    "hands.mirror_left": (["yes", 0], ["true", "false"]),
+    "hands.local_file": ([None, 3], ["hand_landmarker.task"]),
+    "featurize.crop_to_hand": (["no", 1], ["true", "false"]),
+    "model.featurizers": (["backbone", [], ["backbone", "backbone"], ["hands"], ["Backbone"]], FEATURIZERS),
+    "hands.features": (["angles", [], ["angles", "angles"], ["keypoints", "depth"]], HAND_FEATURE_GROUPS),
+    "evaluate.extra_sets": (["../shared/data/asl-other-dev", [""], [3], None], ["list of folder paths", "[]"]),
 }
 CASES = ([(name, value, [allowed]) for name, (values, allowed) in NUMBER_RULES.items() for value in values]
          + [(name, value, list(allowed)) for name, (values, allowed) in CHOICE_RULES.items() for value in values])
@@ -115,6 +129,12 @@ def test_a_bad_value_names_the_param_the_value_and_what_is_allowed(name, value, 
     assert any(text in message for text in shown), (shown, message)
     for fragment in allowed:
         assert fragment in message, fragment
+
+
+@pytest.mark.parametrize("name, value", [("model.featurizers", [["backbone"]]), ("hands.features", [{"angles": 1}])])
+def test_a_nested_list_is_named_not_a_crash(name, value):
+    section, key = name.split(".")
+    assert f"'{name}'" in error(changed(**{f"{section}__{key}": value}))
 
 
 @pytest.mark.parametrize("classes, problem", [
@@ -149,17 +169,62 @@ def test_fractions_summing_to_one_or_more(val, test):
     ("split.val_fraction", 0), ("split.test_fraction", 0.0), ("split.per_class", "all"), ("split.per_class", 1),
     ("split.near_duplicate_similarity", 1), ("split.classes", ["B", "A"]), ("split.classes", "all"),
     ("evaluate.top_k", 1), ("explain.alpha", 0), ("explain.alpha", 1), ("explain.per_class", 0),
-    ("train.learning_rate", 1), ("featurize.augment_copies", 0)])
+    ("train.learning_rate", 1), ("featurize.augment_copies", 0), ("hands.min_detection_confidence", 0),
+    ("hands.min_presence_confidence", 1), ("hands.border", 0), ("hands.border", 2), ("hands.fallback_min_presence", 1),
+    ("train.svm_c", 1e-6), ("evaluate.extra_sets", [])])
 def test_values_on_the_boundary_are_accepted(name, value):
     section, key = name.split(".")
     parsed = getattr(parse_params(changed(**{f"{section}__{key}": value})), section)
     got = getattr(parsed, key)
-    if name == "split.classes":
+    if name == "evaluate.extra_sets":
+        assert got == tuple(value)
+    elif name == "split.classes":
         assert got == (ALL_CLASSES if value == "all" else tuple(sorted(value, key=ALL_CLASSES.index)))
     elif name == "split.per_class":
         assert got == (None if value == "all" else value)
     else:
         assert got == value and type(got) is type(BASE[section][key])
+
+
+def test_fallback_min_presence_null_turns_the_fallback_off():
+    assert parse_params(changed(hands__fallback_min_presence=None)).hands.fallback_min_presence is None
+    assert parse_params(changed(hands__fallback_min_presence=0.7)).hands.fallback_min_presence == 0.7
+
+
+@pytest.mark.parametrize("key, names", [("model.featurizers", FEATURIZERS), ("hands.features", HAND_FEATURE_GROUPS)])
+def test_feature_lists_come_back_in_their_fixed_order(key, names):
+    """The order of the feature blocks is the order of the head's input columns: it must not follow the
+    order someone happened to write the list in."""
+    section, name = key.split(".")
+    for subset in ([names[-1], names[0]], list(reversed(names)), [names[1]]):
+        raw = changed(**{f"{section}__{name}": subset}, featurize__crop_to_hand=False)
+        got = getattr(getattr(parse_params(raw), section), name)
+        assert got == tuple(n for n in names if n in subset)
+
+
+@pytest.mark.parametrize("changes, named, fragments", [
+    (dict(model__featurizers=["hand_landmarks"], featurize__crop_to_hand=True),
+     "'featurize.crop_to_hand'", ["'model.featurizers'", "backbone", "crop_to_hand: false"]),
+    (dict(model__featurizers=["hand_landmarks"], train__head="mlp", train__fine_tune_epochs=2),
+     "'train.fine_tune_epochs'", ["'model.featurizers'", "backbone", "fine_tune_epochs: 0"]),
+    (dict(model__featurizers=["backbone", "hand_landmarks"], train__head="svm", train__fine_tune_epochs=1),
+     "'train.fine_tune_epochs'", ["train.head: mlp", "'svm'", "fine_tune_epochs: 0"]),
+], ids=["crop without backbone", "fine-tuning without backbone", "fine-tuning an svm head"])
+def test_params_that_contradict_each_other_name_both_and_the_fix(changes, named, fragments):
+    message = error(changed(**changes))
+    assert named in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(model__featurizers=["backbone"], featurize__crop_to_hand=True),
+    dict(model__featurizers=["backbone", "hand_landmarks"], featurize__crop_to_hand=True),
+    dict(model__featurizers=["backbone", "hand_landmarks"], train__head="mlp", train__fine_tune_epochs=1),
+    dict(model__featurizers=["hand_landmarks"], train__head="svm", train__fine_tune_epochs=0),
+])
+def test_consistent_combinations_are_accepted(changes):
+    parse_params(changed(**changes))
 
 
 def test_yaml_1_2_floats_written_by_dvc_set_are_accepted(tmp_path):

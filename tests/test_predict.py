@@ -1,5 +1,6 @@
-"""`python -m asl_pipeline predict`: outputs, batching, unreadable files and model errors."""
+"""`python -m asl_pipeline predict`: outputs, batching, unreadable files, hands and model errors."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,18 +10,26 @@ import pytest
 from PIL import Image
 
 from asl_pipeline import cli
-from asl_pipeline.model import save_model
-from test_gradcam import CLASSES, tiny_classifier, write_image
+from helpers import SAMPLE as SAMPLE_DIR, copy_bundle_beside, needs_bundle, needs_sample
+from test_gradcam import CLASSES, save_tiny, tiny_classifier, write_image
 
-SAMPLE = Path("/work/shared/data/asl-sample/asl_alphabet_test/A_test.jpg")
+SAMPLE = SAMPLE_DIR / "asl_alphabet_test" / "A_test.jpg"
 PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    save_model(tiny_classifier(), CLASSES, folder / "model.keras", folder / "labels.json")
-    return folder / "model.keras"
+    """A backbone-only model: no hand detection, so hand_found is null and no _hand.png is drawn."""
+    return save_tiny(tiny_classifier(), tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def hands_model_file(tmp_path_factory):
+    """A model fusing the backbone with hand landmarks, the hand bundle beside it as the train stage leaves it."""
+    featurizers = ("backbone", "hand_landmarks")
+    model_file = save_tiny(tiny_classifier(featurizers=featurizers), tmp_path_factory.mktemp("models"), featurizers)
+    copy_bundle_beside(model_file)
+    return model_file
 
 
 def predict(*args):
@@ -40,7 +49,10 @@ def test_predict_one_image_writes_text_heatmap_and_json(tmp_path, model_file, ca
         assert heatmap.size == (61, 45) and heatmap.mode == "RGB"
         assert np.abs(np.asarray(heatmap, int) - np.asarray(original.convert("RGB"), int)).mean() > 5
     [record] = json.loads((out / "predictions.json").read_text())
-    assert set(record) == {"path", "label", "probability", "top_k"}
+    assert set(record) == {"path", "label", "probability", "top_k", "hand_found"}
+    assert record["hand_found"] is None  # this model does not look for hands
+    assert "hand_found" not in text
+    assert not (out / "hand_hand.png").exists()
     assert record["path"] == image and record["label"] in CLASSES
     assert [set(entry) for entry in record["top_k"]] == [{"label", "probability"}] * 2
     assert record["top_k"][0] == {"label": record["label"], "probability": record["probability"]}
@@ -92,6 +104,17 @@ def test_labels_mismatch_names_the_file(tmp_path, model_file, capsys):
     assert "labels.json" in capsys.readouterr().err
 
 
+def test_damaged_run_json_names_the_file(tmp_path, model_file, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("model.keras", "labels.json", "featurizers.json"):
+        shutil.copyfile(model_file.with_name(name), folder / name)
+    (folder / "run.json").write_text("{damaged")
+    assert predict(write_image(tmp_path / "hand.png"), "--model", folder / "model.keras",
+                   "--out", tmp_path / "out") == 1
+    assert "run.json" in capsys.readouterr().err
+
+
 def test_no_images_found(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert predict(tmp_path / "empty", "--model", tmp_path / "unused.keras") == cli.EXIT_NO_IMAGES
@@ -112,3 +135,74 @@ def test_real_sample_photo(tmp_path, model_file, capsys):
     assert capsys.readouterr().out.startswith(f"{SAMPLE}: ")
     with Image.open(out / "A_test_heatmap.png") as heatmap, Image.open(SAMPLE) as photo:
         assert heatmap.size == photo.size
+
+
+@needs_sample
+def test_hands_model_reports_hand_found_and_draws_the_skeleton(tmp_path, hands_model_file, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copyfile(SAMPLE, photos / "sign.jpg")
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(photos / "wall.png")  # no hand in it
+    out = tmp_path / "out"
+    assert predict(photos, "--model", hands_model_file, "--out", out, "--json") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.endswith("(no hand found)") for line in lines] == [False, True]  # sign.jpg, then wall.png
+    records = {Path(record["path"]).name: record for record in json.loads((out / "predictions.json").read_text())}
+    assert records["sign.jpg"]["hand_found"] is True and records["wall.png"]["hand_found"] is False
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.json"] + [
+        f"{stem}_{kind}" for stem in ("sign", "wall") for kind in ("hand.png", "heatmap.png", "prediction.txt")]
+    assert "hand_found: yes" in (out / "sign_prediction.txt").read_text()
+    assert "hand_found: no" in (out / "wall_prediction.txt").read_text()
+    for stem, original in (("sign", SAMPLE), ("wall", photos / "wall.png")):
+        with Image.open(out / f"{stem}_hand.png") as drawn, Image.open(original) as photo:
+            assert drawn.size == photo.size
+            # The skeleton, or "no hand found", is drawn over the photo.
+            assert np.abs(np.asarray(drawn, int) - np.asarray(photo.convert("RGB"), int)).max() > 100
+
+    out = tmp_path / "out-no-heatmap"
+    assert predict(photos, "--model", hands_model_file, "--out", out, "--no-heatmap") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["sign_prediction.txt", "wall_prediction.txt"]
+
+
+@needs_bundle
+def test_landmarks_only_model_draws_the_hand_and_no_heatmap(tmp_path, capsys):
+    from asl_pipeline.model import assemble, build_head
+    from helpers import make_spec
+
+    featurizers = ("hand_landmarks",)
+    spec = make_spec(featurizers)
+    network = assemble(spec, None, build_head(spec.hand_dim, len(CLASSES), hidden_units=0, dropout=0.0))
+    model_file = save_tiny(network, tmp_path / "models", featurizers)
+    copy_bundle_beside(model_file)
+    out = tmp_path / "out"
+    image = write_image(tmp_path / "noise.png")
+    assert predict(image, "--model", model_file, "--out", out, "--json") == 0
+    assert capsys.readouterr().out.strip().endswith("(no hand found)")
+    assert sorted(p.name for p in out.iterdir()) == ["noise_hand.png", "noise_prediction.txt", "predictions.json"]
+    [record] = json.loads((out / "predictions.json").read_text())
+    assert record["hand_found"] is False
+    # No hand: the hand vector is all zeros, and the model still gives a probability per class.
+    assert sum(entry["probability"] for entry in record["top_k"]) == pytest.approx(1, abs=1e-4)
+
+
+@needs_bundle
+def test_hands_model_without_its_bundle_names_the_missing_file(tmp_path, hands_model_file, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("model.keras", "labels.json", "featurizers.json"):
+        shutil.copyfile(hands_model_file.with_name(name), folder / name)
+    assert predict(write_image(tmp_path / "hand.png"), "--model", folder / "model.keras",
+                   "--out", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert str(folder / "hand_landmarker.task") in err and "hand_model" in err
+
+
+def test_missing_feature_spec_names_the_file(tmp_path, model_file, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("model.keras", "labels.json"):
+        shutil.copyfile(model_file.with_name(name), folder / name)
+    assert predict(write_image(tmp_path / "hand.png"), "--model", folder / "model.keras",
+                   "--out", tmp_path / "out") == 1
+    assert "featurizers.json" in capsys.readouterr().err
+

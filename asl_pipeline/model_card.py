@@ -1,0 +1,88 @@
+"""models/MODEL_CARD.md: what the model is, what it was trained and scored on, and where it fails."""
+import collections
+
+from asl_pipeline.config import Params
+from asl_pipeline.featurizers import FeatureSpec
+
+CONFUSIONS_SHOWN = 5
+
+
+def most_confused(confusion, count: int = CONFUSIONS_SHOWN) -> list:
+    """The `count` most frequent (actual, predicted, times) mistakes of (actual, predicted) pairs."""
+    mistakes = collections.Counter((a, p) for a, p in confusion if a != p)
+    return [(a, p, n) for (a, p), n in mistakes.most_common(count)]
+
+
+def _table(results: dict, names) -> list:
+    k_key = next((k for k in results[names[0]] if k.startswith("top_")), None)
+    lines = [f"| set | images | accuracy | macro F1 | {k_key or 'top-k'} | hand found |", "|---|---|---|---|---|---|"]
+    for name in names:
+        row = results[name]
+        found = f"{row['hand_found']:.3f}" if row.get("hand_found") is not None else "n/a"
+        lines.append(f"| `{name}` | {row['n']} | {row['accuracy']:.3f} | {row['macro_f1']:.3f} | "
+                     f"{row.get(k_key, float('nan')):.3f} | {found} |")
+    return lines
+
+
+def model_card(params: Params, spec: FeatureSpec, run: dict, split_counts: dict, results: dict,
+               confusions: dict) -> str:
+    """The card's markdown. results: evaluate.json; confusions: {set: [(actual, predicted), ...]}."""
+    names = [name for name in results if isinstance(results[name], dict)]
+    extra = [name for name in names if name not in ("test", "kaggle_test")]
+    h, t = params.hands, params.train
+    head = (f"SVM, RBF kernel, C={t.svm_c}" if t.head == "svm"
+            else f"dense head ({t.hidden_units} hidden units, dropout {t.dropout}), Adam lr {t.learning_rate}")
+    pretrained = run.get("pretrained")
+    backbone = (f"{spec.backbone} at {spec.image_size} px, backbone weights: {run.get('backbone_weights')} "
+                f"({'pretrained' if pretrained else 'NOT pretrained'})" + (", fed the hand crop" if spec.crop_to_hand
+                                                                         else ""))
+    lines = [
+        "# Model card: ASL fingerspelling classifier",
+        "",
+        "Written by the evaluate stage (`dvc repro`); numbers are from this run.",
+        "",
+        "## Model",
+        f"- Classes ({len(params.split.classes)}): {', '.join(params.split.classes)}.",
+        f"- Features: {', '.join(spec.featurizers)}."
+        + (f" Hand landmarks: MediaPipe palm detector + 21-keypoint model (LiteRT), {', '.join(h.features)}; "
+           f"black border {h.border}, detection/presence thresholds {h.min_detection_confidence}/"
+           f"{h.min_presence_confidence}, whole-photo fallback at presence {h.fallback_min_presence}, "
+           f"left hands mirrored: {h.mirror_left}." if spec.uses_hands else ""),
+        f"- Backbone: {backbone}." if spec.uses_backbone else "- Backbone: not used.",
+        f"- Head: {head}.",
+        "",
+        "## Data",
+        f"- Training data: `{params.data.local_dir if params.data.source != 'kaggle' else params.data.kaggle_dataset}`"
+        f" (data.source {params.data.source}), {params.split.per_class or 'all'} images per class drawn, "
+        f"split `{params.split.strategy}` (frame blocks of {params.split.block_size}), seed {params.split.seed}.",
+        "- Images: " + ", ".join(f"{name} {n}" for name, n in split_counts.items()) + ".",
+        "- Extra evaluation sets, never trained on: " + (", ".join(f"`{n}`" for n in extra) or "none") + ".",
+        "",
+        "## Scores",
+        "",
+        *_table(results, names),
+        "",
+        "`test` holds frame blocks of the same videos as the training photos (same person, room and light); "
+        "the extra sets are photos unlike the training set and are the better guide to new users' photos.",
+        "",
+        "## Known limits",
+    ]
+    for name in names:
+        pairs = most_confused(confusions.get(name, []))
+        if pairs:
+            lines.append(f"- Most confused on `{name}`: " + ", ".join(f"{a} read as {p} ({n}x)" for a, p, n in pairs)
+                         + ".")
+    lines += [
+        "- Trained on one signer's right hand in one room: other hands, skin tones, lighting and camera angles "
+        "are covered only as far as the extra sets above show.",
+        "- J and Z are motion letters in ASL; here they are single still frames.",
+        "",
+        "## Reproduce",
+        f"- Trained from git commit `{run.get('git_commit')}`" + (" with uncommitted changes" if run.get("git_dirty")
+                                                                 else "")
+        + (f", DVC experiment `{run.get('dvc_experiment')}`" if run.get("dvc_experiment") else "") + ".",
+        "- `git checkout <commit> && dvc pull && dvc repro` (or `dvc exp apply <experiment>`) rebuilds it; "
+        "params are in params.yaml.",
+        "",
+    ]
+    return "\n".join(lines)

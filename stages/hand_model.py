@@ -1,0 +1,17 @@
+"""Stage hand_model: MediaPipe's hand-landmark bundle, sha256-checked, into models/ beside the classifier."""
+from asl_pipeline import hand_model
+from asl_pipeline.config import load_params, project_paths
+from asl_pipeline.errors import exit_on_pipeline_error
+
+
+@exit_on_pipeline_error
+def main():
+    paths = project_paths()
+    params = load_params(paths.params).hands
+    report = hand_model.fetch_bundle(params.source, paths.root / params.local_file, paths.hand_model_file)
+    print(f"hand_model: {paths.hand_model_file} from {report['source']} ({report['bytes']} bytes, sha256 "
+          f"{report['sha256'][:12]}..., {report['build']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Working the way DVC teams work: set-up from requirements.txt alone, and data, features and models
+shared through a DVC remote so that a second clone has nothing to reproduce."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SAMPLE = SHARED / "data" / "asl-sample"
+BUNDLE = SHARED / "models" / "mediapipe-hands" / "hand_landmarker.task"
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not SAMPLE.is_dir() or not BUNDLE.is_file(), reason=f"shared data not found at {SHARED}"),
+]
+
+
+def _run(args, cwd, env=None, expect_success=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    result.output = result.stdout + result.stderr  # DVC prints progress to both
+    if expect_success:
+        assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.output}"
+    return result
+
+
+def _copy_project(root: Path) -> Path:
+    """The working tree as git sees it (tracked and untracked, not ignored), without outputs, with small params."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file() and not name.startswith(("metrics/", "plots/", "dvc.lock", "models/run.json",
+                                                              "models/MODEL_CARD.md")):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["local_dir"] = str(SAMPLE)
+    params["hands"]["local_file"] = str(BUNDLE)
+    params["split"].update(classes=["A", "B", "L"], per_class=20)
+    params["model"].update(featurizers=["hand_landmarks"], weights="none", image_size=32)
+    params["evaluate"]["extra_sets"] = []
+    params["explain"].update(per_class=1, max_misclassified=1)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def test_dvc_push_then_pull_in_a_fresh_clone_leaves_nothing_to_reproduce(tmp_path):
+    project = _copy_project(tmp_path / "project")
+    _run(["git", "init", "-q"], project)
+    _run(["git", "add", "-A"], project)
+    _run([*GIT, "commit", "-qm", "project"], project)
+    _run(["dvc", "repro"], project)
+    _run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], project)
+    _run(["git", "add", "-A"], project)
+    _run([*GIT, "commit", "-qm", "pipeline run"], project)
+    _run(["dvc", "push"], project)
+
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "models" / "model.keras").exists()
+    _run(["dvc", "pull"], clone)
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], clone).output
+    photo = SAMPLE / "asl_alphabet_test" / "L_test.jpg"
+    predicted = _run([sys.executable, "-m", "asl_pipeline", "predict", str(photo), "--json", "--no-heatmap",
+                      "--out", str(tmp_path / "out")], clone)
+    record, = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert record["label"] in ("A", "B", "L") and record["hand_found"] is True, predicted.output
+
+
+def test_requirements_txt_alone_installs_the_package_the_stages_import(tmp_path):
+    """`pip install -r requirements.txt` then a stage from the project root, in a venv without the package.
+
+    The new venv sees this venv's third-party packages through a .pth file (so nothing is downloaded),
+    but not its editable install of asl_pipeline: .pth files are not read in directories a .pth adds.
+    """
+    project = _copy_project(tmp_path / "project")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": ""}
+    stage = [str(python), "stages/hand_model.py"]
+    before = _run(stage, project, env, expect_success=False)
+    assert before.returncode != 0 and "No module named 'asl_pipeline'" in before.output
+
+    _run([str(python), "-m", "pip", "install", "--quiet", "-r", "requirements.txt"], project, env)
+    _run(stage, project, env)
+    assert (project / "models" / "hand_landmarker.task").is_file()

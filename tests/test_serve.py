@@ -1,0 +1,317 @@
+"""`python -m asl_pipeline serve`: the request handler on bytes, and the page in a real headless browser."""
+import concurrent.futures
+import io
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from asl_pipeline import cli, serve
+from asl_pipeline.config import HandsParams
+from asl_pipeline.featurizers import FeatureSpec
+from asl_pipeline.inference import load_classifier
+from asl_pipeline.model import assemble, build_head, save_model
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT.parent / "shared"  # where params.yaml's hands.local_file points
+HAND_BUNDLE = SHARED / "models" / "mediapipe-hands" / "hand_landmarker.task"
+SAMPLES = SHARED / "data" / "asl-sample" / "asl_alphabet_test"
+CLASSES = ["A", "B", "C"]
+IMAGE_SIZE = 32
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = PROJECT / "docs" / "demo.png"
+
+needs_hand_model = pytest.mark.skipif(not (HAND_BUNDLE.is_file() and SAMPLES.is_dir()),
+                                      reason=f"shared hand model or ASL sample photos not found under {SHARED}")
+
+
+def tiny_model(folder: Path, featurizers: tuple) -> Path:
+    """A model.keras with its companions, shaped like the pipeline's: a small conv backbone and/or the
+    hand-landmark vector into a dense head, random weights."""
+    hands = HandsParams(source="local", local_file=str(HAND_BUNDLE), min_detection_confidence=0.1,
+                        min_presence_confidence=0.1, border=0.25, fallback_min_presence=0.5, mirror_left=False,
+                        features=("keypoints", "distances", "angles"))
+    spec = FeatureSpec(featurizers, "resnet50", IMAGE_SIZE, False, hands)
+    keras.utils.set_random_seed(0)
+    backbone, width = None, 0
+    if spec.uses_backbone:
+        pixels = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+        conv = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="last_conv")(pixels)
+        backbone = keras.Model(pixels, keras.layers.GlobalAveragePooling2D()(conv), name="tiny_backbone")
+        width += 8
+    if "hand_landmarks" in featurizers:
+        width += spec.hand_dim
+    network = assemble(spec, backbone, build_head(width, len(CLASSES), hidden_units=0, dropout=0.0))
+    folder.mkdir(parents=True, exist_ok=True)
+    model_file = folder / "model.keras"
+    save_model(network, CLASSES, spec, model_file, folder / "labels.json", folder / "featurizers.json")
+    if spec.uses_hands:
+        shutil.copy(HAND_BUNDLE, folder / "hand_landmarker.task")
+    return model_file
+
+
+def encoded(rgb: np.ndarray, kind: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, kind)
+    return buffer.getvalue()
+
+
+def noise(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def backbone_demo(tmp_path_factory):
+    return serve.Demo(load_classifier(tiny_model(tmp_path_factory.mktemp("backbone"), ("backbone",))))
+
+
+@pytest.fixture(scope="module")
+def hands_model(tmp_path_factory):
+    if not HAND_BUNDLE.is_file():
+        pytest.skip(f"shared hand model not found at {HAND_BUNDLE}")
+    return tiny_model(tmp_path_factory.mktemp("hands"), ("backbone", "hand_landmarks"))
+
+
+def test_photo_gives_label_bars_and_heatmap(backbone_demo):
+    photo = noise(45, 61)
+    answer = backbone_demo.classify(encoded(photo))
+    assert isinstance(answer, serve.Prediction)
+    probabilities = backbone_demo.classifier.analyse([photo])[0].probabilities
+    assert answer.label == CLASSES[int(np.argmax(probabilities))] == answer.ranked[0][0]
+    assert [label for label, _ in answer.ranked] == [CLASSES[i] for i in np.argsort(-probabilities)]
+    np.testing.assert_allclose([p for _, p in answer.ranked], np.sort(probabilities)[::-1], rtol=1e-5)
+    assert answer.heatmap.shape == (45, 61, 3) and answer.heatmap.dtype == np.uint8
+    assert answer.skeleton is None and answer.hand_found is None and answer.warning is None
+
+
+def test_large_photo_is_shown_scaled_down(backbone_demo):
+    answer = backbone_demo.classify(encoded(noise(1000, 1500), "JPEG"))
+    assert answer.heatmap.shape == (341, serve.DISPLAY_SIDE, 3)
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "empty"),
+    (b"hello, this is a text file", "not an image"),
+    (encoded(noise(40, 40), "JPEG")[:200], "not an image"),  # truncated
+    (b"\xff" * (serve.MAX_UPLOAD_BYTES + 1), f"up to {serve.MAX_UPLOAD_MB} MB"),
+])
+def test_bad_upload_gets_a_message_and_the_demo_keeps_serving(backbone_demo, data, words):
+    answer = backbone_demo.classify(data)
+    assert isinstance(answer, serve.Rejection) and words in answer.message
+    assert isinstance(backbone_demo.classify(encoded(noise(20, 20))), serve.Prediction)
+
+
+def test_too_many_pixels_is_rejected(backbone_demo, monkeypatch):
+    monkeypatch.setattr(serve, "MAX_PIXELS", 30 * 30)
+    answer = backbone_demo.classify(encoded(noise(31, 30)))
+    assert isinstance(answer, serve.Rejection) and "31 pixels" in answer.message
+
+
+def test_eight_simultaneous_requests_share_one_model_one_call_at_a_time(backbone_demo, monkeypatch):
+    photos = [encoded(noise(30 + i, 40, seed=i)) for i in range(8)]
+    alone = [backbone_demo.classify(photo) for photo in photos]
+    running, most_running, calls, counting = [0], [0], [0], threading.Lock()
+    analyse = backbone_demo.classifier.analyse
+
+    def counted(*args, **kwargs):
+        with counting:
+            running[0] += 1
+            calls[0] += 1
+            most_running[0] = max(most_running[0], running[0])
+        time.sleep(0.05)  # long enough for the other threads to pile up behind this call
+        try:
+            return analyse(*args, **kwargs)
+        finally:
+            with counting:
+                running[0] -= 1
+
+    monkeypatch.setattr(backbone_demo.classifier, "analyse", counted)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(backbone_demo.classify, photos))
+    assert calls[0] == 8 and most_running[0] == 1
+    for one, other in zip(alone, together):
+        assert one.label == other.label
+        np.testing.assert_allclose([p for _, p in one.ranked], [p for _, p in other.ranked], rtol=1e-5)
+
+
+@needs_hand_model
+def test_hand_photo_shows_skeleton_and_heatmap(hands_model):
+    demo = serve.Demo(load_classifier(hands_model))
+    answer = demo.classify((SAMPLES / "A_test.jpg").read_bytes())
+    assert answer.hand_found is True and answer.warning is None and answer.label in CLASSES
+    assert answer.skeleton.shape == answer.heatmap.shape == (200, 200, 3)
+
+
+@needs_hand_model
+def test_photo_without_hand_says_so(hands_model):
+    demo = serve.Demo(load_classifier(hands_model))
+    answer = demo.classify(encoded(np.full((120, 160, 3), 128, np.uint8)))
+    assert answer.hand_found is False and "No hand found" in answer.warning
+    assert answer.label in CLASSES and answer.skeleton.shape == (120, 160, 3)
+
+
+def spec_of(featurizers: tuple) -> FeatureSpec:
+    return FeatureSpec(featurizers, "resnet50", IMAGE_SIZE, False, None)
+
+
+def test_description_names_model_run_and_pretraining():
+    run = {"pretrained": True, "backbone_weights": "imagenet (/root/.keras/models/r.h5)",
+           "git_commit": "0123456789abcdef0123", "git_dirty": True, "dvc_experiment": "brave-kiwi"}
+    served = types.SimpleNamespace(model_file=Path("models/model.keras"), classes=CLASSES, run=run,
+                                   spec=spec_of(("backbone", "hand_landmarks")))
+    text = serve.describe(served)
+    for words in ("models/model.keras", "3 classes", "git commit 0123456789ab with uncommitted changes",
+                  "DVC experiment brave-kiwi", "resnet50 backbone pretrained on imagenet", "hand landmarks"):
+        assert words in text
+
+
+@pytest.mark.parametrize("featurizers, run, words", [
+    (("backbone",), {}, "training run: unknown"),
+    (("backbone",), {}, "pretrained: unknown"),
+    (("backbone",), {"pretrained": False, "git_commit": "abc", "git_dirty": False}, "NOT pretrained"),
+    (("hand_landmarks",), {"pretrained": False}, "no image backbone"),
+])
+def test_description_when_run_is_unknown_or_not_pretrained(featurizers, run, words):
+    served = types.SimpleNamespace(model_file=Path("m.keras"), classes=CLASSES, run=run, spec=spec_of(featurizers))
+    assert words in serve.describe(served)
+
+
+def test_serve_help_documents_every_option():
+    text = subprocess.run([sys.executable, "-m", "asl_pipeline", "serve", "--help"], cwd=PROJECT,
+                          capture_output=True, text=True, check=True).stdout
+    for option in ("--model", "--host", "--port", "127.0.0.1"):
+        assert option in text
+
+
+def test_serve_bad_port_and_missing_model_say_what_to_do(tmp_path, capsys):
+    assert cli.main(["serve", "--port", "70000"]) == 1
+    assert "1 to 65535" in capsys.readouterr().err
+    pytest.importorskip("streamlit", reason="the demo's packages (requirements-demo.txt) are not installed")
+    assert cli.main(["serve", "--model", str(tmp_path / "absent.keras")]) == 1
+    assert "absent.keras" in capsys.readouterr().err
+
+
+def test_serve_without_demo_packages_says_how_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "streamlit.web", None)  # makes `import streamlit.web` fail
+    assert cli.main(["serve"]) == 1
+    assert "requirements-demo.txt" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_line(lines: queue.Queue, words: str, seconds: float) -> list:
+    """The lines read until one contains `words`; fails with them all if it does not come in time."""
+    seen, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if line is None:
+            break  # the server exited
+        seen.append(line)
+        if words in line:
+            return seen
+    pytest.fail(f"the server did not print {words!r} in {seconds} s; it printed:\n{''.join(seen)}")
+
+
+@pytest.fixture
+def running_server(hands_model):
+    """(URL, model file) of `python -m asl_pipeline serve` on a free port, stopped afterwards.
+
+    For the README screenshot (ASL_DEMO_SCREENSHOT=1) it serves the pipeline's own model, the default.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "asl_pipeline", "serve", "--port", str(port)]
+    if os.environ.get("ASL_DEMO_SCREENSHOT") == "1":
+        model_file = PROJECT / "models" / "model.keras"
+    else:
+        model_file = hands_model
+        command += ["--model", str(model_file)]
+    server = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = queue.Queue()
+
+    def read_output():
+        for line in server.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read_output, daemon=True).start()
+    try:
+        wait_for_line(lines, f"URL: http://127.0.0.1:{port}", 120)
+        yield f"http://127.0.0.1:{port}", model_file
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture
+def browser_api():
+    """Playwright's sync API, or a skip saying what is missing for the browser test."""
+    pytest.importorskip("streamlit", reason="the demo's packages are not installed "
+                        "(pip install -r requirements-demo.txt)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
+                                   "(pip install -r requirements-demo.txt)")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no browser at {CHROMIUM} (apt-get install -y chromium)")
+    return sync_api
+
+
+@pytest.mark.slow
+@needs_hand_model
+def test_page_in_a_real_browser(browser_api, running_server, tmp_path):
+    url, model_file = running_server
+    photo = SAMPLES / "B_test.jpg"
+    classifier = load_classifier(model_file)
+    expected = serve.Demo(classifier).classify(photo.read_bytes())
+    captions = ["Grad-CAM"] if classifier.spec.uses_backbone else []
+    if classifier.spec.uses_hands:
+        captions.append("Hand landmarks the model saw" if expected.hand_found else "No hand found")
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("not a photo")
+    too_big = tmp_path / "huge.png"
+    too_big.write_bytes(encoded(noise(64, 64)) + bytes(serve.MAX_UPLOAD_BYTES))
+    with browser_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url)
+            page.locator("input[type=file]").set_input_files(str(photo))
+            letter = page.get_by_test_id("stMetricValue")
+            letter.wait_for(timeout=60_000)
+            assert letter.inner_text().strip() == expected.label
+            for caption in captions:
+                image = page.get_by_role("img", name=caption)
+                browser_api.expect(image).to_be_visible()
+                assert image.evaluate("element => element.complete && element.naturalWidth > 0")
+            if os.environ.get("ASL_DEMO_SCREENSHOT") == "1":
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+            for bad_file, words in ((not_an_image, "not an image the demo can read"),
+                                    (too_big, f"up to {serve.MAX_UPLOAD_MB} MB")):
+                page.locator("input[type=file]").set_input_files(str(bad_file))
+                browser_api.expect(page.get_by_role("alert").filter(has_text=words)).to_be_visible(timeout=30_000)
+                browser_api.expect(letter).to_have_count(0)
+        finally:
+            browser.close()

@@ -155,8 +155,13 @@ def build_backbone_from(weights_file, backbone: str, image_size: int) -> keras.M
     return backbone_model
 
 
+# What `dvc repro` itself rewrites before train runs: changes there do not make the training code differ
+# from its commit.
+PIPELINE_OUTPUTS = ("dvc.lock", "data", "metrics", "plots", "models")
+
+
 def provenance(root) -> dict:
-    """Which code trained a model: the git commit (and whether the tree had changes) and, under
+    """Which code trained a model: the git commit (and whether code or params differed from it) and, under
     `dvc exp run`, the experiment's name. Unknown parts are None."""
     def git(*args):
         try:
@@ -166,5 +171,6 @@ def provenance(root) -> dict:
             return None
     commit = git("rev-parse", "HEAD")
     return {"git_commit": commit,
-            "git_dirty": None if commit is None else bool(git("status", "--porcelain", "--untracked-files=no")),
+            "git_dirty": None if commit is None else bool(git("status", "--porcelain", "--untracked-files=no", "--",
+                                                              ".", *(f":(exclude){p}" for p in PIPELINE_OUTPUTS))),
             "dvc_experiment": os.environ.get("DVC_EXP_NAME")}

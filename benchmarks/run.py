@@ -497,15 +497,13 @@ def build_4n(source: Path, target: Path, copies: int = SCALE_COPIES) -> int:
 
 def project_copy(root: Path, data_dir: Path, per_class: str) -> Path:
     """The working tree as git lists it (tracked and untracked, not ignored) in `root`, a fresh git repo with
-    params set for the measurement (tests/test_pipeline_e2e.py's `project` fixture does the same)."""
+    params set for the measurement."""
     import yaml
 
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file() and not name.startswith(("metrics/", "plots/", "dvc.lock", "benchmarks/")):
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers import copy_working_tree  # the DVC tests' throwaway projects are made the same way
+
+    copy_working_tree(root, skip=("metrics/", "plots/", "dvc.lock", "benchmarks/"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"].update(source="local", local_dir=str(data_dir))
     params["hands"].update(source="local", local_file=str(BUNDLE))

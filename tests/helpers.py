@@ -4,6 +4,7 @@ Not a test module (pytest collects test_*.py only); the test files import it as 
 """
 import dataclasses
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,15 @@ def copy_bundle_beside(model_file: Path) -> Path:
     target = Path(model_file).with_name("hand_landmarker.task")
     shutil.copyfile(HAND_BUNDLE, target)
     return target
+
+
+def copy_working_tree(root: Path, skip: tuple = ()) -> Path:
+    """The project's files as git lists them (tracked and untracked, not ignored) copied into `root`,
+    except paths starting with one of `skip`: the throwaway projects of the DVC tests and benchmarks."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file() and not name.startswith(skip):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    return root

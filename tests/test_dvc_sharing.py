@@ -2,7 +2,6 @@
 shared through a DVC remote so that a second clone has nothing to reproduce."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import copy_working_tree
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -34,13 +34,7 @@ def _run(args, cwd, env=None, expect_success=True):
 
 def _copy_project(root: Path) -> Path:
     """The working tree as git sees it (tracked and untracked, not ignored), without outputs, with small params."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file() and not name.startswith(("metrics/", "plots/", "dvc.lock", "models/run.json",
-                                                              "models/MODEL_CARD.md")):
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    copy_working_tree(root, skip=("metrics/", "plots/", "dvc.lock", "models/run.json", "models/MODEL_CARD.md"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["local_dir"] = str(SAMPLE)
     params["hands"]["local_file"] = str(BUNDLE)

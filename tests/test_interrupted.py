@@ -118,9 +118,12 @@ def test_a_backup_left_between_the_two_renames_is_put_back(tmp_path):
 # ---------------------------------------------------------------- the split stage killed halfway
 
 # Run before the stage in the same interpreter: on the second manifest the stage sends itself `signal`.
+# A shell's background jobs start with SIGINT ignored, and Python keeps that: restore the handler a
+# terminal's Ctrl-C meets, so the test does not depend on how the test run was started.
 HOOK = """
 import os, pathlib, signal
 from asl_pipeline import dataset
+signal.signal(signal.SIGINT, signal.default_int_handler)
 _original, _calls = dataset.manifest_csv, []
 def manifest_csv(items):
     _calls.append(1)

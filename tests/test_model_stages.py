@@ -5,6 +5,12 @@ fusion: test_featurizers.py and test_fusion.py). The backbones are either real R
 init (weights None: no network here) or tiny stand-ins shaped like them: a keras.Model from images to
 pooled features, so that model.assemble, features.embedder and model.find_backbone treat them alike.
 """
+import json
+import os
+import socket
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -317,6 +323,57 @@ def test_head_without_validation_monitors_training_loss():
     head, summary = training.train_head(x, y, x[:0], y[:0], len(CLASSES), train_params(epochs=3))
     assert "val_loss" not in summary and summary["epochs_run"] == 3
     assert head.output_shape == (None, len(CLASSES))
+
+
+def test_distribute_none_is_the_default_strategy_and_mirrored_spans_the_local_devices():
+    assert training.distribution_strategy("none") is tf.distribute.get_strategy()
+    mirrored = training.distribution_strategy("mirrored")
+    assert isinstance(mirrored, tf.distribute.MirroredStrategy)
+    assert mirrored.num_replicas_in_sync == max(1, len(tf.config.list_logical_devices("GPU")))  # CPU here
+    x, y = separable_features(per_class=20, seed=5)
+    training.seed_everything(0)
+    with mirrored.scope():  # as stages/train.py builds the head
+        head, _ = training.train_head(x[:45], y[:45], x[45:], y[45:], len(CLASSES), train_params(epochs=8))
+    assert all(isinstance(v.value, tf.distribute.DistributedValues) for v in head.trainable_variables)  # mirrored
+    assert (head.predict(x, verbose=0).argmax(axis=1) == y).mean() > 0.8
+
+
+def test_distribute_multi_worker_reads_its_cluster_from_tf_config():
+    """One worker on localhost; in a child process, since a multi-worker strategy must come before other TF work."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}}
+    script = ("import tensorflow as tf\n"
+              "from asl_pipeline import training\n"
+              "strategy = training.distribution_strategy('multi_worker')\n"
+              "print(isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), strategy.num_replicas_in_sync,\n"
+              "      strategy.cluster_resolver.task_type)\n")
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-3:] == ["True", "1", "worker"]
+
+
+def test_provenance_names_the_commit_and_ignores_what_the_pipeline_itself_rewrote(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    (tmp_path / "metrics").mkdir()
+    for name in ("params.yaml", "dvc.lock", "metrics/evaluate.json"):
+        (tmp_path / name).write_text("a: 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    monkeypatch.setenv("DVC_EXP_NAME", "svm-c10")
+    (tmp_path / "dvc.lock").write_text("a: 2\n")  # as dvc repro leaves them before train runs
+    (tmp_path / "metrics" / "evaluate.json").write_text("a: 2\n")
+    found = training.provenance(tmp_path)
+    assert len(found["git_commit"]) == 40 and found["git_dirty"] is False and found["dvc_experiment"] == "svm-c10"
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert training.provenance(tmp_path)["git_dirty"] is True
+    assert training.provenance(tmp_path.parent / "nowhere") == {"git_commit": None, "git_dirty": None,
+                                                                "dvc_experiment": "svm-c10"}
 
 
 # ---------------------------------------------------------------- fine-tuning

@@ -601,7 +601,7 @@ def main():
     parser.add_argument("--memory-images", type=int, default=256, help="N of rss_growth (4N photos: 1024)")
     parser.add_argument("--predict-photos", type=int, default=20)
     parser.add_argument("--skip-scale", action="store_true",
-                        help="leave out the `dvc repro` scale run (~20 min); keeps the last scale figures, marked")
+                        help="leave out the `dvc repro` scale run (~6 min here); keeps the last scale figures, marked")
     parser.add_argument("--scale-only", action="store_true", help="only the scale run, merged into the results")
     parser.add_argument("--scale-per-class", default="all")
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "asl-pipeline-bench"),

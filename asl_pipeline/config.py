@@ -24,6 +24,19 @@ DISTRIBUTE = ("none", "mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """A saved model and the files it is useless without, all in its folder: copying or `dvc pull`ing the
+    folder brings everything predict needs."""
+
+    model: Path
+
+    labels = property(lambda self: self.model.with_name("labels.json"))  # class names, in output order
+    spec = property(lambda self: self.model.with_name("featurizers.json"))  # how photos become inputs
+    run = property(lambda self: self.model.with_name("run.json"))  # pretrained?, git commit, experiment
+    hand_model = property(lambda self: self.model.with_name("hand_landmarker.task"))  # when hands are used
+
+
+@dataclasses.dataclass(frozen=True)
 class Paths:
     """Every file the pipeline reads or writes, relative to the project root (where dvc.yaml is)."""
 
@@ -36,8 +49,7 @@ class Paths:
     eval = property(lambda self: self.root / "data" / "eval")
     models = property(lambda self: self.root / "models")
     model_file = property(lambda self: self.models / "model.keras")
-    labels_file = property(lambda self: self.models / "labels.json")
-    hand_model_file = property(lambda self: self.models / "hand_landmarker.task")
+    model_files = property(lambda self: ModelFiles(self.model_file))
     metrics = property(lambda self: self.root / "metrics")
     plots = property(lambda self: self.root / "plots")
 

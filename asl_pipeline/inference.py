@@ -15,13 +15,12 @@ import numpy as np
 import tensorflow as tf
 
 from asl_pipeline import hand_model, images, model
+from asl_pipeline.config import ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.featurizers import Featurizer, FeatureSpec, Prepared, crop_matrix
 from asl_pipeline.gradcam import GradCam
 
 BATCH_SIZE = 16
-HAND_MODEL_FILE = "hand_landmarker.task"
-RUN_FILE = "run.json"
 
 
 @dataclasses.dataclass
@@ -78,18 +77,18 @@ class Classifier:
 
 def load_classifier(model_file: Path) -> Classifier:
     """The model at `model_file` with its class names, feature spec and (if it uses hands) hand model."""
-    model_file = Path(model_file)
-    labels_file, spec_file = model.sibling_files(model_file)
-    network, classes = model.load_model(model_file, labels_file)
-    spec = model.load_spec(spec_file)
+    files = ModelFiles(Path(model_file))
+    model_file = files.model
+    network, classes = model.load_model(model_file, files.labels)
+    spec = model.load_spec(files.spec)
     expected = {"images"} if spec.uses_backbone else set()
     expected |= {"hand"} if "hand_landmarks" in spec.featurizers else set()
     if set(model.input_names(network)) != expected:
         raise PipelineError(f"model {model_file} takes inputs {sorted(model.input_names(network))} but "
-                            f"{spec_file} describes {sorted(expected)}: the two files come from different "
+                            f"{files.spec} describes {sorted(expected)}: the two files come from different "
                             "runs; re-run `dvc repro train`")
-    bundle = hand_model.verified_bundle(model_file.with_name(HAND_MODEL_FILE)) if spec.uses_hands else None
-    run_file = model_file.with_name(RUN_FILE)
+    bundle = hand_model.verified_bundle(files.hand_model) if spec.uses_hands else None
+    run_file = files.run
     try:
         run = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -178,12 +178,6 @@ def find_backbone(model: keras.Model) -> keras.Model:
     return nested[0]
 
 
-def sibling_files(model_file: Path) -> tuple[Path, Path]:
-    """(labels.json, featurizers.json) beside a model file: the model is useless without them."""
-    model_file = Path(model_file)
-    return model_file.with_name("labels.json"), model_file.with_name("featurizers.json")
-
-
 def save_model(model: keras.Model, classes, spec: FeatureSpec, model_file: Path, labels_file: Path,
                spec_file: Path) -> None:
     with atomic_file(model_file) as tmp:

@@ -350,6 +350,7 @@ def bf16(bench: Bench) -> dict:
 def predict(bench: Bench, workdir: Path) -> dict:
     """Warm Classifier.analyse latency for one photo: default model, and the fused model with Grad-CAM."""
     from asl_pipeline import features, images, inference, model, training
+    from asl_pipeline.config import ModelFiles
 
     classes = bench.classes
     y = training.class_indices(bench.labels, classes)
@@ -366,10 +367,10 @@ def predict(bench: Bench, workdir: Path) -> dict:
         network = model.assemble(spec, bench.backbone_model if spec.uses_backbone else None, head)
         folder = workdir / f"model-{name}"
         folder.mkdir(parents=True, exist_ok=True)
-        model_file = folder / "model.keras"
-        model.save_model(network, classes, spec, model_file, *model.sibling_files(model_file))
-        shutil.copyfile(BUNDLE, folder / inference.HAND_MODEL_FILE)
-        classifiers[name] = inference.load_classifier(model_file)
+        files = ModelFiles(folder / "model.keras")
+        model.save_model(network, classes, spec, files.model, files.labels, files.spec)
+        shutil.copyfile(BUNDLE, files.hand_model)
+        classifiers[name] = inference.load_classifier(files.model)
     photos = [images.load_rgb(TRAIN_DIR / p) for p in bench.paths[::max(1, bench.n // bench.args.predict_photos)]]
     photos = photos[:bench.args.predict_photos]
 

@@ -20,7 +20,7 @@ def main():
     if spec.uses_backbone:
         backbone_model, weights_used, pretrained = backbones.resolve_weights(m.backbone, m.weights, m.image_size)
         embedding_model = features.embedder(backbone_model, m.backbone, m.image_size)
-    bundle = hand_model.verified_bundle(paths.hand_model_file) if spec.uses_hands else None
+    bundle = hand_model.verified_bundle(paths.model_files.hand_model) if spec.uses_hands else None
     featurizer = Featurizer(spec, bundle)
     blocks = features.block_function(spec, embedding_model)
     names = [s for s in SPLITS + (KAGGLE_TEST,) if s in SPLITS or paths.manifest(s).is_file()]

@@ -8,8 +8,9 @@ from asl_pipeline.errors import exit_on_pipeline_error
 def main():
     paths = project_paths()
     params = load_params(paths.params).hands
-    report = hand_model.fetch_bundle(params.source, paths.root / params.local_file, paths.hand_model_file)
-    print(f"hand_model: {paths.hand_model_file} from {report['source']} ({report['bytes']} bytes, sha256 "
+    dest = paths.model_files.hand_model
+    report = hand_model.fetch_bundle(params.source, paths.root / params.local_file, dest)
+    print(f"hand_model: {dest} from {report['source']} ({report['bytes']} bytes, sha256 "
           f"{report['sha256'][:12]}..., {report['build']})")
 
 

@@ -33,8 +33,8 @@ def main():
     # Every output is written to a temporary sibling and all are renamed into place at the end, so a failed
     # run keeps the previous model, class names, curves and metrics together. dvclive empties its folder
     # when it starts, so it logs into a temporary one too.
-    labels_file, spec_file = model.sibling_files(paths.model_file)
-    outputs = (paths.model_file, labels_file, spec_file, paths.models / "run.json",
+    files = paths.model_files
+    outputs = (files.model, files.labels, files.spec, files.run,
                paths.models / "model_summary.txt", paths.plots / "learning_curves.png", paths.metrics / "train.json")
     with atomic_dir(paths.plots / "train") as live_dir, atomic_files(*outputs) as tmp:
         with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live, strategy.scope():
@@ -48,7 +48,7 @@ def main():
             classifier = model.assemble(spec, backbone_model, head)
             head_epochs = len(logger.history)
             if t.fine_tune_epochs:
-                bundle = hand_model.verified_bundle(paths.hand_model_file) if spec.uses_hands else None
+                bundle = hand_model.verified_bundle(files.hand_model) if spec.uses_hands else None
                 summary = training.fine_tune(classifier, Featurizer(spec, bundle), paths.root, train, y_train,
                                              val, y_val, t, [logger])
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asl_pipeline.config import HAND_FEATURE_GROUPS, HandsParams, TrainParams
+from asl_pipeline.config import HAND_FEATURE_GROUPS, HandsParams, ModelFiles, TrainParams
 from asl_pipeline.featurizers import FeatureSpec
 from asl_pipeline.hands import Hand
 
@@ -66,7 +66,7 @@ def make_hand(landmarks=None, handedness: float = 0.9, presence: float = 0.95, d
 
 def copy_bundle_beside(model_file: Path) -> Path:
     """The real hand bundle next to a saved model, where inference.load_classifier looks for it."""
-    target = Path(model_file).with_name("hand_landmarker.task")
+    target = ModelFiles(Path(model_file)).hand_model
     shutil.copyfile(HAND_BUNDLE, target)
     return target
 

@@ -391,14 +391,14 @@ def test_split_scan_skips_symlinks_leading_outside_the_dataset(stage_project):
 
 def save_with_siblings(network, folder: Path, classes=("A", "B", "C")) -> tuple:
     """Save as the train stage does (model.keras, labels.json, featurizers.json); (model file, labels file)."""
-    from asl_pipeline.model import save_model, sibling_files
+    from asl_pipeline.config import ModelFiles
+    from asl_pipeline.model import save_model
     from helpers import make_spec
 
-    model_file = folder / "model.keras"
-    labels_file, spec_file = sibling_files(model_file)
-    save_model(network, list(classes), make_spec(("hand_landmarks",), features=("angles",)), model_file,
-               labels_file, spec_file)
-    return model_file, labels_file
+    files = ModelFiles(folder / "model.keras")
+    save_model(network, list(classes), make_spec(("hand_landmarks",), features=("angles",)), files.model,
+               files.labels, files.spec)
+    return files.model, files.labels
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 from sklearn.svm import SVC
 
 from asl_pipeline import features, gradcam, model, training
+from asl_pipeline.config import ModelFiles
 from asl_pipeline.errors import PipelineError
 from helpers import make_spec, train_params
 from test_model_stages import FakeLive, class_images, conv_backbone
@@ -187,8 +188,9 @@ def test_svm_models_save_and_load_in_safe_mode_and_predict_the_same(fused_svm, t
                                   (fused_svm, FUSED, {"images": images, "hand": hand})):
         folder = tmp_path / "-".join(spec.featurizers)
         folder.mkdir()
-        model_file = folder / "model.keras"
-        model.save_model(network, ["A", "B", "C"], spec, model_file, *model.sibling_files(model_file))
+        files = ModelFiles(folder / "model.keras")
+        model_file = files.model
+        model.save_model(network, ["A", "B", "C"], spec, model_file, files.labels, files.spec)
         loaded, classes = model.load_model(model_file, folder / "labels.json")  # safe mode
         assert classes == ["A", "B", "C"] and model.load_spec(folder / "featurizers.json") == spec
         assert isinstance(loaded.get_layer("head").get_layer("rbf_kernel"), model.RBFKernel)

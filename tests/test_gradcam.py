@@ -13,7 +13,8 @@ from PIL import Image
 
 from asl_pipeline import drawing, explain, gradcam, model as model_module
 from asl_pipeline.config import ExplainParams, Paths
-from asl_pipeline.model import assemble, build_head, save_model, sibling_files
+from asl_pipeline.config import ModelFiles
+from asl_pipeline.model import assemble, build_head, save_model
 from helpers import copy_bundle_beside, make_spec, needs_bundle
 
 CLASSES = ["A", "B", "C"]
@@ -53,9 +54,9 @@ def tiny_classifier(kernel_seed: int = 0, head_sign=(1.0, -1.0, -1.0), image_siz
 def save_tiny(network, folder: Path, featurizers=("backbone",), image_size: int = SIZE) -> Path:
     """`network` saved as the train stage saves it: model.keras, labels.json and featurizers.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    model_file = folder / "model.keras"
-    save_model(network, CLASSES, make_spec(featurizers, image_size), model_file, *sibling_files(model_file))
-    return model_file
+    files = ModelFiles(folder / "model.keras")
+    save_model(network, CLASSES, make_spec(featurizers, image_size), files.model, files.labels, files.spec)
+    return files.model
 
 
 def random_images(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -19,6 +19,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from asl_pipeline import backbones, evaluation, features, model, training
+from asl_pipeline.config import ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.featurizers import Featurizer, augment_photo
 from helpers import make_spec, train_params
@@ -550,11 +551,10 @@ def trained_classifier():
 @pytest.fixture(scope="module")
 def saved_files(trained_classifier, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    model_file = folder / "model.keras"
-    labels_file, spec_file = model.sibling_files(model_file)
-    assert (labels_file, spec_file) == (folder / "labels.json", folder / "featurizers.json")
-    model.save_model(trained_classifier, CLASSES, SPEC, model_file, labels_file, spec_file)
-    return model_file, labels_file, spec_file
+    files = ModelFiles(folder / "model.keras")
+    assert (files.labels, files.spec) == (folder / "labels.json", folder / "featurizers.json")
+    model.save_model(trained_classifier, CLASSES, SPEC, files.model, files.labels, files.spec)
+    return files.model, files.labels, files.spec
 
 
 @pytest.fixture(scope="module")

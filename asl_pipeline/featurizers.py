@@ -6,7 +6,7 @@
   vector, the saved model's `hand` input.
 
 `Featurizer.prepare` turns one photo into those inputs; `Featurizer.dataset` streams a manifest's photos
-through the very same function for featurize and fine-tuning, and `Classifier` (model.py) calls it for
+through the very same function for featurize and fine-tuning, and `Classifier` (inference.py) calls it for
 evaluate, explain and predict, so training and serving cannot disagree about what a photo means.
 """
 import contextlib

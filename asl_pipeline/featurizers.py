@@ -111,19 +111,20 @@ def hand_found(hand_vectors: np.ndarray) -> np.ndarray:
     return hand_vectors[:, -1] > 0.5
 
 
-def crop_matrix(box, size: int) -> np.ndarray:
-    """The 2x3 affine map from photo pixels to an upright size x size crop of the hand's box.
+def upright_box(box) -> tuple:
+    """The hand's box as a square of its longest side, not rotated with the hand: its orientation is part of
+    the sign."""
+    side = max(box[2], box[3], 1.0)
+    return (box[0], box[1], side, side, 0.0)
 
-    Upright, not rotated with the box: the hand's orientation is part of the sign.
-    """
-    center_x, center_y, side = box[0], box[1], max(box[2], box[3], 1.0)
-    scale = size / side
-    return np.array([[scale, 0, size / 2 - scale * center_x], [0, scale, size / 2 - scale * center_y]])
+
+def crop_matrix(box, size: int) -> np.ndarray:
+    """The 2x3 affine map from photo pixels to the upright size x size crop of the hand's box."""
+    return hands.photo_to_crop_matrix(upright_box(box), size)
 
 
 def hand_crop(rgb: np.ndarray, hand: hands.Hand, size: int) -> np.ndarray:
-    return cv2.warpAffine(rgb, crop_matrix(hand.box, size), (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return hands.crop_to_box(rgb, upright_box(hand.box), size, cv2.BORDER_CONSTANT)
 
 
 def augment_photo(rgb: np.ndarray, rng: np.random.Generator, horizontal_flip: bool) -> np.ndarray:

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from asl_pipeline.backbones import BACKBONES
 from asl_pipeline.errors import PipelineError
+from asl_pipeline.featurizers import ordered_blocks
 from asl_pipeline.model import find_backbone, input_names
 
 
@@ -69,8 +70,9 @@ class GradCam:
             # between the conv output and the score.
             tape.watch(x)
             conv, features = self._grad_backbone(x, training=False)
-            if self._with_hand:  # the blocks in the order of model.assemble: backbone, then hand
-                features = tf.concat([tf.cast(features, tf.float32), inputs["hand"]], axis=1)
+            if self._with_hand:  # joined in the one block order model.assemble uses
+                blocks = ordered_blocks({"backbone": features, "hand_landmarks": inputs["hand"]})
+                features = tf.concat([tf.cast(block, tf.float32) for block in blocks], axis=1)
             logits, probabilities = _head_logits(model.get_layer("head"), features)
             predicted = tf.argmax(probabilities, axis=1, output_type=tf.int32)
             targets = tf.where(class_indices < 0, predicted, class_indices)  # -1: the predicted class

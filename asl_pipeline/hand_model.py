@@ -11,7 +11,6 @@ from pathlib import Path
 from asl_pipeline.atomic import atomic_file
 from asl_pipeline.errors import PipelineError
 
-SOURCES = ("auto", "local", "download")
 DOWNLOAD_URL = ("https://storage.googleapis.com/mediapipe-models/hand_landmarker/hand_landmarker/"
                 "float16/1/hand_landmarker.task")
 # sha256 -> what these bytes are. Both bundles hold the same two models (palm detector, hand landmarks).

@@ -39,7 +39,7 @@ def embed(blocks, data: tf.data.Dataset, count: int, description: str) -> dict:
     """Run `blocks` (block_function) over every batch of `data` ({count} images), with a progress bar."""
     # One trace for every batch size (the last batch is smaller) and every split: a traced ResNet costs
     # seconds, and a tf.function would trace again for the first odd-sized batch.
-    run = blocks.get_concrete_function(data.element_spec) if hasattr(blocks, "get_concrete_function") else blocks
+    run = blocks.get_concrete_function(data.element_spec)
     outputs, done = {}, 0
     try:
         with progress.bar(count, description) as bar:

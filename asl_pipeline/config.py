@@ -13,12 +13,14 @@ from asl_pipeline.errors import PipelineError
 ALL_CLASSES = tuple(string.ascii_uppercase) + ("del", "nothing", "space")
 SPLITS = ("train", "val", "test")
 KAGGLE_TEST = "kaggle_test"
+# A manifest row's origin: the dataset of data.source, or the data.extra_train entry it came from.
+DATASET_ORIGIN = "dataset"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # What the head reads: the CNN's pooled features (model.backbone) and MediaPipe's hand landmarks.
 # This order is the order of the feature blocks wherever they are concatenated.
 FEATURIZERS = ("backbone", "hand_landmarks")
 HAND_MODEL_SOURCES = ("auto", "local", "download")
-HAND_FEATURE_GROUPS = ("keypoints", "distances", "angles")
+HAND_FEATURE_GROUPS = ("keypoints", "distances", "angles", "confidence")
 HEADS = ("svm", "mlp")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 
@@ -44,6 +46,7 @@ class Paths:
 
     params = property(lambda self: self.root / "params.yaml")
     raw = property(lambda self: self.root / "data" / "raw")
+    extra = property(lambda self: self.root / "data" / "extra")  # data.extra_train's photos (extra.py)
     split = property(lambda self: self.root / "data" / "split")
     features = property(lambda self: self.root / "data" / "features")
     eval = property(lambda self: self.root / "data" / "eval")
@@ -58,6 +61,34 @@ class Paths:
 
     def features_file(self, split: str) -> Path:
         return self.features / f"{split}.npz"
+
+
+# Queued and temporary experiments (`dvc exp run --queue`, `--temp`) run in a copy of the project at
+# <project>/.dvc/tmp/exps/<name>/, where a path such as ../shared/... would point into .dvc/tmp.
+EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
+
+
+def input_root(root: Path) -> Path:
+    """The folder that relative paths to inputs outside the pipeline (data.local_dir, data.extra_train,
+    hands.local_file, evaluate.extra_sets) are relative to: the project root, also when a stage runs in
+    DVC's copy of it for a queued or temporary experiment.
+
+    Resolving against the real project beats copying those inputs into each experiment: they are the
+    user's own folders (the dataset, other people's photos, data/my-hand), and the experiment should read
+    what the user sees there.
+    """
+    root = Path(root).absolute()
+    parts = root.parts
+    for start in range(len(parts) - len(EXPERIMENT_COPIES)):
+        if parts[start:start + len(EXPERIMENT_COPIES)] == EXPERIMENT_COPIES:
+            return Path(*parts[:start])
+    return root
+
+
+def input_path(root: Path, path: str | Path) -> Path:
+    """An input path from params.yaml: absolute as given, relative to input_root(root) otherwise."""
+    path = Path(path)
+    return path if path.is_absolute() else input_root(root) / path
 
 
 def project_paths(root: Path | None = None) -> Paths:
@@ -125,6 +156,7 @@ class DataParams:
     source: str
     local_dir: str
     kaggle_dataset: str
+    extra_train: tuple = ()  # folders, .zip files or kaggle:owner/dataset of <CLASS>/* photos: training only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +215,8 @@ class TrainParams:
     fine_tune_learning_rate: float
     seed: int
     distribute: str = "none"  # one of DISTRIBUTE
+    landmark_copies: int = 0  # hand landmarks: reshaped copies of every training hand (augment.py)
+    extra_weight: float = 1.0  # weight of a data.extra_train photo in the head's loss, a Kaggle frame's is 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,13 +274,27 @@ def _subset(section: _Section, key: str, names: tuple) -> tuple:
     return tuple(name for name in names if name in value)
 
 
-def _folders(section: _Section, key: str) -> tuple:
+def _paths(section: _Section, key: str, allowed: str = "a list of folder paths, maybe empty: []") -> tuple:
     value = section.raw.get(key)
     if key not in section.raw:
-        raise PipelineError(f"params.yaml: missing '{section.name}.{key}' (a list of folders, maybe empty)")
+        raise PipelineError(f"params.yaml: missing '{section.name}.{key}' ({allowed})")
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        section._fail(key, value, "a list of folder paths, maybe empty: []")
+        section._fail(key, value, allowed)
     return tuple(value)
+
+
+KAGGLE_PREFIX = "kaggle:"
+
+
+def _extra_sources(section: _Section) -> tuple:
+    """data.extra_train: folders or .zip files (paths) and Kaggle datasets (kaggle:owner/dataset)."""
+    allowed = "a list of folders, .zip files or kaggle:owner/dataset entries, without repeats, maybe empty: []"
+    sources = _paths(section, "extra_train", allowed)
+    if len(set(sources)) != len(sources) or any(source.startswith(KAGGLE_PREFIX)
+                                                and source[len(KAGGLE_PREFIX):].count("/") != 1
+                                                for source in sources):
+        section._fail("extra_train", list(sources), allowed)
+    return sources
 
 
 def _probability(section: _Section, key: str):
@@ -264,6 +312,7 @@ def parse_params(raw) -> Params:
         local_dir=s["data"].get("local_dir", str, "a directory or .zip path"),
         kaggle_dataset=s["data"].get("kaggle_dataset", str, "owner/dataset",
                                      lambda v: v.count("/") == 1),
+        extra_train=_extra_sources(s["data"]),
     )
 
     sp = s["split"]
@@ -339,7 +388,17 @@ def parse_params(raw) -> Params:
         fine_tune_learning_rate=t.positive("fine_tune_learning_rate"),
         seed=t.integer("seed", 0),
         distribute=t.choice("distribute", DISTRIBUTE),
+        landmark_copies=t.integer("landmark_copies", 0),
+        extra_weight=t.positive("extra_weight"),
     )
+    if train.landmark_copies and model.featurizers != ("hand_landmarks",):
+        raise PipelineError(f"params.yaml: 'train.landmark_copies' is {train.landmark_copies}, but reshaped hands "
+                            f"have no photo for a backbone, and 'model.featurizers' is {list(model.featurizers)}: "
+                            "set train.landmark_copies: 0 (featurize.augment_copies augments photos)")
+    if train.landmark_copies and "keypoints" not in hands.features:
+        raise PipelineError(f"params.yaml: 'train.landmark_copies' is {train.landmark_copies}, but reshaping a "
+                            f"hand needs its keypoints: add 'keypoints' to hands.features {list(hands.features)}, "
+                            "or set landmark_copies: 0")
 
     if featurize.crop_to_hand and "backbone" not in model.featurizers:
         raise PipelineError("params.yaml: 'featurize.crop_to_hand' is true, but 'model.featurizers' "
@@ -356,7 +415,7 @@ def parse_params(raw) -> Params:
                             "add it or set fine_tune_epochs: 0")
 
     evaluate = EvaluateParams(top_k=s["evaluate"].integer("top_k", 1),
-                              extra_sets=_folders(s["evaluate"], "extra_sets"))
+                              extra_sets=_paths(s["evaluate"], "extra_sets"))
 
     e = s["explain"]
     explain = ExplainParams(

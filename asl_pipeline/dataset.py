@@ -1,11 +1,13 @@
 """Discovery, validation, de-duplication and leakage-free splitting of the Kaggle-layout images.
 
-Manifests (CSV: path,label) replace image copies. Paths are relative to the project root.
+Manifests (CSV: path,label,origin) replace image copies. Paths are relative to the project root; origin is
+`dataset` or the data.extra_train entry a training photo came from.
 """
 import collections
 import concurrent.futures
 import csv
 import dataclasses
+import hashlib
 import io
 import os
 import re
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from asl_pipeline import images, progress
-from asl_pipeline.config import ALL_CLASSES, KAGGLE_TEST, SPLITS, SplitParams
+from asl_pipeline.config import ALL_CLASSES, DATASET_ORIGIN, KAGGLE_TEST, SPLITS, SplitParams
 from asl_pipeline.errors import PipelineError
 
 _FRAME_NUMBER = re.compile(r"(\d+)$")
@@ -27,6 +29,7 @@ class Item:
     label: str
     sha256: str
     fingerprint: np.ndarray = dataclasses.field(compare=False, repr=False)
+    origin: str = DATASET_ORIGIN
 
     @property
     def frame(self) -> int | None:
@@ -194,22 +197,23 @@ def csv_text(header, rows) -> str:
 
 
 def manifest_csv(items) -> str:
-    return csv_text(["path", "label"], ((item.path, item.label) for item in items))
+    return csv_text(["path", "label", "origin"], ((item.path, item.label, item.origin) for item in items))
 
 
 def skipped_csv(report: ScanReport) -> str:
     return csv_text(["path", "reason"], report.skipped)
 
 
-def read_manifest(path: Path, classes=None):
-    """(paths, labels) of a manifest; labels outside `classes` are an error naming the file."""
+def read_manifest(path: Path, classes=None, with_origins: bool = False):
+    """(paths, labels), and with_origins their origins, of a manifest; labels outside `classes` are an error
+    naming the file. A manifest without the origin column (path,label) holds dataset photos only."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError:
         raise PipelineError(f"manifest {path} not found: run `dvc repro split`") from None
-    if rows and set(rows[0]) != {"path", "label"}:
-        raise PipelineError(f"manifest {path} must have the columns path,label; re-run `dvc repro split`")
+    if rows and set(rows[0]) not in ({"path", "label"}, {"path", "label", "origin"}):
+        raise PipelineError(f"manifest {path} must have the columns path,label,origin; re-run `dvc repro split`")
     paths = [row["path"] for row in rows]
     labels = [row["label"] for row in rows]
     if classes is not None:
@@ -217,11 +221,17 @@ def read_manifest(path: Path, classes=None):
         if unknown:
             raise PipelineError(f"manifest {path} has labels {unknown} outside split.classes; "
                                 "re-run `dvc repro split`")
+    if with_origins:
+        return paths, labels, [row.get("origin", DATASET_ORIGIN) for row in rows]
     return paths, labels
 
 
-def make_split(raw_dir: Path, root: Path, params: SplitParams):
-    """Everything the split stage computes: {manifest name: items}, the scan report and counts."""
+def make_split(raw_dir: Path, root: Path, params: SplitParams, extra_rows=(), scored_elsewhere=None):
+    """Everything the split stage computes: {manifest name: items} and the scan report.
+
+    extra_rows: data.extra_train photos (extra.read_manifest rows), added to train alone. scored_elsewhere:
+    {sha256: where} of photos that evaluate scores outside the split (evaluate.extra_sets).
+    """
     report = ScanReport()
     items, kaggle_test = scan(raw_dir, params.classes, root, report)
     if not items:
@@ -231,7 +241,42 @@ def make_split(raw_dir: Path, root: Path, params: SplitParams):
     manifests = split_items(items, params)
     if kaggle_test:
         manifests[KAGGLE_TEST] = sorted(kaggle_test, key=lambda i: i.path)
+    scored = {item.sha256: f"{item.path} ({name} split)" for name in ("val", "test", KAGGLE_TEST)
+              for item in manifests.get(name, [])}
+    refuse_scored_photos(extra_rows, scored | (scored_elsewhere or {}))
+    manifests["train"] = manifests["train"] + extra_items(extra_rows, params.classes, root, report)
     return manifests, report
+
+
+def extra_items(rows, classes, root: Path, report: ScanReport) -> list:
+    """The readable data.extra_train photos of `classes`, as Items with their origin; unreadable ones are
+    reported and skipped, like the dataset's."""
+    rows = [row for row in rows if row["label"] in classes]
+    results = _inspect_all([root / row["path"] for row in rows])
+    items = []
+    for row, (digest, thumbnail, reason) in zip(rows, results):
+        if reason:
+            report.skipped.append((row["path"], f"{reason}; from data.extra_train {row['origin']}: "
+                                                f"{row['source_file']}"))
+        else:
+            items.append(Item(row["path"], row["label"], digest, thumbnail, row["origin"]))
+    return items
+
+
+def refuse_scored_photos(extra_rows, scored: dict) -> None:
+    """A data.extra_train photo with the bytes of a photo that is scored (val, test, kaggle_test, an
+    evaluate.extra_sets folder) is an error naming both: trained on, it would inflate that score."""
+    for row in extra_rows:
+        if row["sha256"] in scored:
+            raise PipelineError(f"data.extra_train: {row['source_file']} in {row['origin']} has the same bytes as "
+                                f"{scored[row['sha256']]}, a photo that is scored; remove it from {row['origin']}: "
+                                "a scored photo must never be trained on")
+
+
+def folder_hashes(folders) -> dict:
+    """{sha256: 'file (in folder)'} of every file under `folders` (evaluate.extra_sets), bytes only."""
+    return {hashlib.sha256(path.read_bytes()).hexdigest(): f"{path.relative_to(folder)} (in {folder})"
+            for folder in map(Path, folders) for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def split_metrics(manifests, report: ScanReport) -> dict:

@@ -84,7 +84,7 @@ def hand_found_rates(counts_by_set: dict) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Scored:
-    metrics: dict  # the few scalars a user compares: n, accuracy, macro_f1, top_k_accuracy, hand_found
+    metrics: dict  # the scalars a user compares: n, accuracy, macro_f1, top_k_accuracy, mirror_consistency, hand_found
     report: str
     per_class_rows: list  # [class, images, precision, recall, f1, no_hand ("" without hands)]
     confusion: list  # (actual, predicted) per photo
@@ -95,7 +95,8 @@ class Scored:
 def score(classifier, files, names, y_true: np.ndarray, top_k: int, description: str = "evaluate") -> Scored:
     """Run `classifier` (an inference.Classifier) on the photo `files` and score it against `y_true`.
 
-    `names` name the files in the outputs; unreadable files are skipped and listed, not fatal.
+    `names` name the files in the outputs; unreadable files are skipped and listed, not fatal. Every photo is
+    also read mirrored: mirror_consistency is the share whose mirror image gets the same class.
     """
     from asl_pipeline.inference import analyse_images  # TensorFlow: only when something is scored
 
@@ -112,8 +113,12 @@ def score(classifier, files, names, y_true: np.ndarray, top_k: int, description:
         raise PipelineError(f"none of the {len(files)} images could be read (first: {skipped[0][0]}: "
                             f"{skipped[0][1]})")
     classes, y_true, probabilities = classifier.classes, np.asarray(y_true)[kept], np.stack(probabilities)
+    mirrored = progress.bar(len(kept), f"{description} mirrored", iterable=analyse_images(
+        classifier, [files[i] for i in kept], with_heatmaps=False, mirrored=True))
+    mirrored_classes = np.array([result.probabilities.argmax() for result in mirrored])
     full = classification_metrics(y_true, probabilities, classes, top_k)
     metrics = {key: value for key, value in full.items() if key != "per_class"}
+    metrics["mirror_consistency"] = float(np.mean(mirrored_classes == probabilities.argmax(axis=1)))
     uses_hands = found[0] is not None
     counts = hand_counts([classes[i] for i in y_true], found) if uses_hands else {}
     if uses_hands:

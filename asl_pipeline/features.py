@@ -8,12 +8,13 @@ import numpy as np
 import tensorflow as tf
 
 from asl_pipeline import model, progress
+from asl_pipeline.config import DATASET_ORIGIN
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.featurizers import Featurizer, FeatureSpec, ordered_blocks
 
 # Feature-file keys: one per block the spec computes, then the bookkeeping of every row.
 BLOCK_KEYS = {"backbone": "backbone", "hand_landmarks": "hand"}
-ROW_KEYS = ("labels", "paths", "views")
+ROW_KEYS = ("labels", "paths", "views", "origins")
 
 
 def embedder(backbone_model: keras.Model, backbone: str, image_size: int) -> keras.Model:
@@ -63,10 +64,11 @@ def embed(blocks, data: tf.data.Dataset, count: int, description: str) -> dict:
 
 
 def featurize_split(featurizer: Featurizer, blocks, paths, labels, root: Path, batch_size: int,
-                    copies: int = 0, seed: int = 0, horizontal_flip: bool = False, description: str = "featurize"):
+                    copies: int = 0, seed: int = 0, horizontal_flip: bool = False, description: str = "featurize",
+                    origins=None):
     """Every block of every image, then of `copies` augmented views of each; arrays and seconds taken.
 
-    blocks: block_function(...).
+    blocks: block_function(...). origins: each image's manifest origin (None: all from the dataset).
     """
     start = time.perf_counter()
     views = [embed(blocks, featurizer.dataset(paths, root, batch_size, view=view, seed=seed,
@@ -76,7 +78,8 @@ def featurize_split(featurizer: Featurizer, blocks, paths, labels, root: Path, b
     arrays = views[0] if len(views) == 1 else {name: np.concatenate([v[name] for v in views]) for name in views[0]}
     arrays |= {"labels": np.array(list(labels) * (copies + 1), dtype=str),
                "paths": np.array(list(paths) * (copies + 1), dtype=str),
-               "views": np.repeat(np.arange(copies + 1), len(paths)).astype(np.int16)}
+               "views": np.repeat(np.arange(copies + 1), len(paths)).astype(np.int16),
+               "origins": np.array(list(origins or [DATASET_ORIGIN] * len(paths)) * (copies + 1), dtype=str)}
     return arrays, time.perf_counter() - start
 
 

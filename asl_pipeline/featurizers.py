@@ -25,9 +25,8 @@ from asl_pipeline.config import FEATURIZERS, HandsParams, Params
 FINGER_CHAINS = ((0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (0, 9, 10, 11, 12), (0, 13, 14, 15, 16), (0, 17, 18, 19, 20))
 JOINT_ANGLES = tuple((chain[i - 1], chain[i], chain[i + 1]) for chain in FINGER_CHAINS for i in range(1, 4))
 KEYPOINT_PAIRS = tuple(itertools.combinations(range(21), 2))
-GROUP_SIZES = {"keypoints": 63, "distances": len(KEYPOINT_PAIRS), "angles": len(JOINT_ANGLES)}
-# After the groups: handedness (P(right)), presence, detector score, and last the found flag.
-HAND_SCALARS = 4
+# confidence: P(right hand), the landmark model's presence score and the palm detector's score.
+GROUP_SIZES = {"keypoints": 63, "distances": len(KEYPOINT_PAIRS), "angles": len(JOINT_ANGLES), "confidence": 3}
 # LiteRT threads of the hand models when prepare is called directly, one photo at a time.
 DIRECT_THREADS = max(1, min(4, os.cpu_count() or 1))
 
@@ -53,7 +52,7 @@ class FeatureSpec:
 
     @property
     def hand_dim(self) -> int:
-        return sum(GROUP_SIZES[group] for group in self.hands.features) + HAND_SCALARS
+        return sum(GROUP_SIZES[group] for group in self.hands.features) + 1  # the found flag closes the vector
 
     @classmethod
     def from_params(cls, params: Params) -> "FeatureSpec":
@@ -70,17 +69,30 @@ class FeatureSpec:
                    hands_params)
 
 
-def normalized_keypoints(hand: hands.Hand, mirror_left: bool) -> np.ndarray:
-    """(21, 3) keypoints, wrist at the origin, mean wrist distance 1; left hands mirrored if asked.
+def normalized_keypoints(hand: hands.Hand) -> np.ndarray:
+    """(21, 3) keypoints, wrist at the origin, mean wrist distance 1.
 
     Translation and scale of the hand in the photo drop out; its orientation stays, since some letters
     differ mainly by it (G and Q, H and U, K and P).
     """
     points = hand.landmarks.astype(np.float64) - hand.landmarks[0].astype(np.float64)
-    if mirror_left and hand.handedness < 0.5:
-        points[:, 0] = -points[:, 0]
     scale = np.linalg.norm(points[1:], axis=1).mean()
     return points / scale if scale > 0 else points
+
+
+def read_as_right_hand(landmarker: hands.HandLandmarker, rgb: np.ndarray, hand: hands.Hand | None):
+    """The hand to read the letter from: `hand` itself, or for a left hand the hand of the mirrored photo.
+
+    The model learns right hands (the training signer's); a left hand, a left-handed signer or a selfie
+    preview shows the same letter mirrored. Of the photo's hand and its mirror image's hand, the one more
+    likely a right hand is read: the choice is the same for a photo and its mirror, so both read alike.
+    Mirroring the photo, not the landmarks, matters: the landmark model is not exactly mirror-symmetric, and
+    negated landmarks of a left hand differ from a right hand's by 0.02-0.06 of the hand's size (median).
+    """
+    if hand is None or hand.handedness >= 0.5:
+        return hand
+    mirrored = landmarker.detect(np.ascontiguousarray(rgb[:, ::-1]))
+    return mirrored if mirrored is not None and mirrored.handedness > hand.handedness else hand
 
 
 def joint_angles(points: np.ndarray) -> np.ndarray:
@@ -95,15 +107,22 @@ def hand_vector(hand: hands.Hand | None, spec: FeatureSpec) -> np.ndarray:
     """The `hand` input of one photo; all zeros, found flag included, when no hand was found."""
     if hand is None:
         return np.zeros(spec.hand_dim, np.float32)
-    points = normalized_keypoints(hand, spec.hands.mirror_left)
+    return vector_from_points(normalized_keypoints(hand), spec,
+                              (hand.handedness, hand.presence, hand.detector_score))
+
+
+def vector_from_points(points: np.ndarray, spec: FeatureSpec, confidence=None) -> np.ndarray:
+    """A found hand's vector from normalized (21, 3) keypoints and, for the `confidence` group, (P(right
+    hand), presence, detector score)."""
     groups = {
         "keypoints": lambda: points.ravel(),
         "distances": lambda: np.linalg.norm(points[[i for i, _ in KEYPOINT_PAIRS]]
                                             - points[[j for _, j in KEYPOINT_PAIRS]], axis=1),
         "angles": lambda: joint_angles(points),
+        "confidence": lambda: np.asarray(confidence, np.float64),
     }
     blocks = [groups[group]() for group in spec.hands.features]
-    blocks.append([hand.handedness, hand.presence, hand.detector_score, 1.0])
+    blocks.append([1.0])
     return np.concatenate(blocks).astype(np.float32)
 
 
@@ -144,7 +163,7 @@ class Prepared:
 
     image: np.ndarray | None  # RGB uint8 for the backbone: the photo, or its hand crop at image_size
     hand_vector: np.ndarray | None
-    hand: hands.Hand | None  # None also when hands are not used
+    hand: hands.Hand | None  # as found in the photo (None also when hands are not used)
 
 
 class Featurizer:
@@ -190,14 +209,16 @@ class Featurizer:
 
     def _prepare(self, rgb: np.ndarray, num_threads: int) -> Prepared:
         spec = self.spec
-        hand = None
+        hand = read = None
         if spec.uses_hands:
             with self._landmarker(num_threads) as landmarker:
-                hand = landmarker.detect(rgb)
+                hand = read = landmarker.detect(rgb)
+                if spec.hands.mirror_left:
+                    read = read_as_right_hand(landmarker, rgb, hand)
         image = None
         if spec.uses_backbone:
             image = hand_crop(rgb, hand, spec.image_size) if spec.crop_to_hand and hand is not None else rgb
-        vector = hand_vector(hand, spec) if spec.uses_hands else None
+        vector = hand_vector(read, spec) if spec.uses_hands else None
         return Prepared(image, vector, hand)
 
     def dataset(self, paths, root: Path, batch_size: int, labels=None, view: int = 0, seed: int = 0,

@@ -123,17 +123,19 @@ def _photo_heatmap(heatmap: np.ndarray, prepared: Prepared, photo: np.ndarray, s
 
 
 def analyse_images(classifier: Classifier, paths, class_indices=None, batch_size: int = BATCH_SIZE,
-                   with_heatmaps: bool = True):
+                   with_heatmaps: bool = True, mirrored: bool = False):
     """Yield one Analysis per path, in order, loading and running `batch_size` files at a time.
 
-    An unreadable file yields an Analysis with its error set; the others are still analysed.
+    An unreadable file yields an Analysis with its error set; the others are still analysed. mirrored: each
+    photo is flipped left to right first (a left hand, a selfie preview).
     """
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
         loaded, results = [], {}
         for offset, path in enumerate(batch):
             try:
-                loaded.append((offset, images.load_rgb(path)))
+                photo = images.load_rgb(path)
+                loaded.append((offset, np.ascontiguousarray(photo[:, ::-1]) if mirrored else photo))
             except images.UnreadableImage as error:
                 results[offset] = Analysis(Path(path), None, None, None, error=error)
         if loaded:

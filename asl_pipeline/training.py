@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from asl_pipeline import backbones, model
-from asl_pipeline.config import TrainParams
+from asl_pipeline.config import DATASET_ORIGIN, TrainParams
 from asl_pipeline.errors import PipelineError
 
 
@@ -58,23 +58,39 @@ def _fit(network, optimizer_lr, train, val, epochs, patience, batch_size, callba
                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     monitor = "val_loss" if val is not None else "loss"
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
-    x, y = train if isinstance(train, tuple) else (train, None)
+    x, y, weights = train if isinstance(train, tuple) else (train, None, None)
     arrays = y is not None  # a tf.data dataset comes batched and shuffled already
-    history = network.fit(x, y, validation_data=val, epochs=epochs, shuffle=arrays, verbose=2,
-                          batch_size=batch_size if arrays else None, callbacks=[stop, *callbacks])
+    history = network.fit(x, y, sample_weight=weights, validation_data=val, epochs=epochs, shuffle=arrays,
+                          verbose=2, batch_size=batch_size if arrays else None, callbacks=[stop, *callbacks])
     losses = history.history[monitor]
     best = int(np.argmin(losses))
     return {key: float(values[best]) for key, values in history.history.items()} | {
         "best_epoch": best + 1, "epochs_run": len(losses)}
 
 
-def train_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=()):
+def training_rows(arrays: dict, y: np.ndarray, spec, params: TrainParams):
+    """(x, y, sample weights) the head learns from: a train feature file's rows, then params.landmark_copies
+    reshaped copies of them (augment.py); a data.extra_train photo weighs params.extra_weight, a dataset
+    photo 1."""
+    from asl_pipeline import augment, features
+
+    x = features.head_input(arrays, spec)
+    weights = np.where(arrays["origins"] == DATASET_ORIGIN, 1.0, params.extra_weight)
+    if params.landmark_copies:
+        x = np.concatenate([x, augment.augmented_copies(x, spec, params.landmark_copies, params.seed)])
+        y, weights = np.tile(y, params.landmark_copies + 1), np.tile(weights, params.landmark_copies + 1)
+    return x, y, weights
+
+
+def train_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=(),
+               sample_weight=None):
     """Fit the head that `params.head` names on features; returns it with a summary of its scores."""
     fit = {"svm": _train_svm_head, "mlp": _train_mlp_head}[params.head]
-    return fit(train_x, train_y, val_x, val_y, num_classes, params, callbacks)
+    return fit(train_x, train_y, val_x, val_y, num_classes, params, callbacks, sample_weight)
 
 
-def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=()):
+def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=(),
+                    sample_weight=None):
     """An RBF SVM (scikit-learn, deterministic) on the standardized features, in one step.
 
     Measured on the sample with hand landmarks: as accurate as the mlp head on held-out Kaggle frames
@@ -85,7 +101,8 @@ def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: Tr
     mean, variance = train_x.mean(axis=0), train_x.var(axis=0)
     # The same standardization as the Keras layer in front of the kernel (it floors the deviation too).
     scale = np.maximum(np.sqrt(variance), keras.config.epsilon())
-    svc = SVC(C=params.svm_c, kernel="rbf", gamma="scale").fit((train_x - mean) / scale, train_y)
+    svc = SVC(C=params.svm_c, kernel="rbf", gamma="scale").fit((train_x - mean) / scale, train_y,
+                                                               sample_weight=sample_weight)
     head = model.svm_head(svc, num_classes, mean, variance)
     head.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     logs = dict(zip(("loss", "accuracy"), head.evaluate(train_x, train_y, verbose=0)))
@@ -96,13 +113,14 @@ def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: Tr
     return head, {key: float(value) for key, value in logs.items()} | {"best_epoch": 1, "epochs_run": 1}
 
 
-def _train_mlp_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=()):
+def _train_mlp_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=(),
+                    sample_weight=None):
     """Dense layers by Adam; keeps the weights of the epoch with the lowest val loss."""
     head = model.build_head(train_x.shape[1], num_classes, params.hidden_units, params.dropout,
                             train_x.mean(axis=0), train_x.var(axis=0))
     val = (val_x, val_y) if len(val_y) else None
-    summary = _fit(head, params.learning_rate, (train_x, train_y), val, params.epochs, params.patience,
-                   params.batch_size, callbacks)
+    summary = _fit(head, params.learning_rate, (train_x, train_y, sample_weight), val, params.epochs,
+                   params.patience, params.batch_size, callbacks)
     return head, summary
 
 

@@ -1,7 +1,7 @@
 """Stage download: the Kaggle dataset (or a local copy) normalized into data/raw."""
 from asl_pipeline import download
 from asl_pipeline.atomic import write_json
-from asl_pipeline.config import load_params, project_paths
+from asl_pipeline.config import input_path, load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 
 
@@ -9,7 +9,7 @@ from asl_pipeline.errors import exit_on_pipeline_error
 def main():
     paths = project_paths()
     params = load_params(paths.params).data
-    report = download.fetch_dataset(params.source, paths.root / params.local_dir, params.kaggle_dataset,
+    report = download.fetch_dataset(params.source, input_path(paths.root, params.local_dir), params.kaggle_dataset,
                                     paths.raw)
     counts = report["images_per_class"]
     print(f"download: source {report['source']} ({report['origin']}): {sum(counts.values())} images "

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from asl_pipeline import dataset, evaluation, inference, model_card, training
 from asl_pipeline.atomic import atomic_dir, atomic_files, read_json, write_json, write_text
-from asl_pipeline.config import KAGGLE_TEST, load_params, project_paths
+from asl_pipeline.config import KAGGLE_TEST, input_path, load_params, project_paths
 from asl_pipeline.errors import PipelineError, exit_on_pipeline_error
 
 PER_CLASS_COLUMNS = ["class", "images", "precision", "recall", "f1", "no_hand"]
@@ -20,7 +20,7 @@ def evaluation_sets(paths, extra_sets, classes) -> dict:
         if name in sets:
             raise PipelineError(f"evaluate.extra_sets: {folder} would be called {name!r}, which is taken; "
                                 "rename the folder")
-        sets[name] = dataset.read_labelled_folder(paths.root / folder, classes, paths.root)
+        sets[name] = dataset.read_labelled_folder(input_path(paths.root, folder), classes, paths.root)
     return sets
 
 
@@ -46,11 +46,13 @@ def main():
             confusion, misclassified = scored.confusion, scored.misclassified
         found = f", hand found {scored.metrics['hand_found']:.3f}" if "hand_found" in scored.metrics else ""
         print(f"evaluate {name}: accuracy {scored.metrics['accuracy']:.4f}, macro F1 "
-              f"{scored.metrics['macro_f1']:.4f} on {scored.metrics['n']} images{found}")
+              f"{scored.metrics['macro_f1']:.4f}, mirror consistency {scored.metrics['mirror_consistency']:.4f} "
+              f"on {scored.metrics['n']} images{found}")
     # Accuracy first, and the sets unlike the training photos right after `test`: a narrow terminal's
     # `dvc exp show` keeps its leftmost metric columns.
     order = sorted(details, key=lambda name: {"test": 0, KAGGLE_TEST: 2}.get(name, 1))
-    compared = {metric: {name: details[name][metric] for name in order} for metric in ("accuracy", "macro_f1")}
+    compared = {metric: {name: details[name][metric] for name in order}
+                for metric in ("accuracy", "mirror_consistency", "macro_f1")}
     compared["pretrained"] = classifier.run.get("pretrained")
     card = model_card.model_card(params, classifier.spec, classifier.run,
                                  read_json(paths.metrics / "split.json", "split")["counts"], details, confusions)

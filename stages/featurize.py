@@ -29,11 +29,12 @@ def main():
     outputs = (paths.metrics / "featurize.json", paths.metrics / "hands.json", paths.metrics / "hands_per_class.json")
     with atomic_dir(paths.features) as tmp, atomic_files(*outputs) as (metrics_tmp, hands_tmp, per_class_tmp):
         for name in names:
-            image_paths, labels = dataset.read_manifest(paths.manifest(name), params.split.classes)
+            image_paths, labels, origins = dataset.read_manifest(paths.manifest(name), params.split.classes,
+                                                                 with_origins=True)
             copies = f.augment_copies if name == "train" else 0
             arrays, took = features.featurize_split(featurizer, blocks, image_paths, labels, paths.root,
                                                     f.batch_size, copies, params.split.seed, f.horizontal_flip,
-                                                    f"featurize {name}")
+                                                    f"featurize {name}", origins)
             features.save_features(tmp / f"{name}.npz", arrays)
             counts[name], seconds = len(arrays["labels"]), seconds + took
             widths = ", ".join(f"{key} {arrays[key].shape[1]}" for key in ("backbone", "hand") if key in arrays)

@@ -1,14 +1,18 @@
 """Stage split: validate every image once, drop duplicates, write leakage-free manifests."""
-from asl_pipeline import atomic, dataset
-from asl_pipeline.config import load_params, project_paths
+from asl_pipeline import atomic, dataset, extra
+from asl_pipeline.config import input_path, load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 
 
 @exit_on_pipeline_error
 def main():
     paths = project_paths()
-    params = load_params(paths.params).split
-    manifests, report = dataset.make_split(paths.raw, paths.root, params)
+    all_params = load_params(paths.params)
+    params = all_params.split
+    scored_elsewhere = dataset.folder_hashes(input_path(paths.root, folder)
+                                             for folder in all_params.evaluate.extra_sets)
+    manifests, report = dataset.make_split(paths.raw, paths.root, params,
+                                           extra.read_manifest(paths.extra / extra.MANIFEST), scored_elsewhere)
     metrics = dataset.split_metrics(manifests, report)
     # Manifests and their counts are replaced together or not at all.
     with atomic.atomic_dir(paths.split) as tmp, atomic.atomic_files(paths.metrics / "split.json") as (metrics_tmp,):

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from asl_pipeline import extra
 from helpers import HAND_BUNDLE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,12 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 # What a throwaway project changes in the repo's params.yaml so that featurize and train run on synthetic
 # noise photos in seconds, without network or ../shared relative to it: the backbone alone (noise shows no
-# hands), random init at 32 px, and the mlp head; the hand bundle by absolute path; no extra evaluation sets.
+# hands), random init at 32 px, and the mlp head; the hand bundle by absolute path; no extra training photos and
+# no extra evaluation sets.
 STAGE_PROJECT_PARAMS = {
+    "data": {"extra_train": []},
     "model": {"featurizers": ["backbone"], "weights": "none", "image_size": 32},
     "hands": {"source": "local", "local_file": str(HAND_BUNDLE)},
     "featurize": {"crop_to_hand": False},
-    "train": {"head": "mlp"},
+    "train": {"head": "mlp", "landmark_copies": 0},
     "evaluate": {"extra_sets": []},
 }
 
@@ -39,6 +42,7 @@ class StageProject:
         self.raw = root / "data" / "raw"
         self.train = self.raw / "asl_alphabet_train"
         self.train.mkdir(parents=True)
+        extra.gather([], root, root / "data" / "extra")  # what the extra_train stage writes for an empty list
         self.params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
         for section, values in STAGE_PROJECT_PARAMS.items():
             self.params[section].update(values)

@@ -407,7 +407,7 @@ def saved_model(tmp_path_factory):
     import keras
 
     folder = tmp_path_factory.mktemp("model")
-    inputs = {"hand": keras.Input((19,), name="hand")}
+    inputs = {"hand": keras.Input((16,), name="hand")}
     network = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs["hand"]))
     save_with_siblings(network, folder)
     return folder
@@ -427,7 +427,7 @@ def test_the_saved_model_loads(saved_model):
     network, classes = load_model(saved_model / "model.keras", saved_model / "labels.json")
     assert classes == ["A", "B", "C"] and network.output_shape[-1] == 3
     assert input_names(network) == ("hand",)
-    assert load_spec(saved_model / "featurizers.json").hand_dim == 19
+    assert load_spec(saved_model / "featurizers.json").hand_dim == 16
 
 
 @pytest.mark.parametrize("content", [None, "{not json", '{"featurizers": ["backbone"]}', '["A"]'],

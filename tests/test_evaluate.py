@@ -85,7 +85,7 @@ def test_score_skips_an_unreadable_file_and_reports_it(classifier, tmp_path):
     skipped_name, reason = scored.skipped[0]
     assert skipped_name == "B/bad.jpg" and "not a readable image" in reason
     assert scored.metrics["n"] == 4
-    assert set(scored.metrics) == {"n", "accuracy", "macro_f1", "top_2_accuracy"}  # no hands: no hand_found
+    assert set(scored.metrics) == {"n", "accuracy", "macro_f1", "top_2_accuracy", "mirror_consistency"}  # no hands: no hand_found
     assert all(isinstance(value, (int, float)) for value in scored.metrics.values())
     # The four readable photos scored exactly as the classifier sees them.
     kept = [0, 1, 3, 4]
@@ -176,12 +176,12 @@ def test_evaluate_stage_writes_scalars_per_set_and_per_class_plots(evaluate_proj
     run_evaluate(evaluate_project, monkeypatch)
     root = evaluate_project.root
     results = json.loads((root / "metrics" / "evaluate.json").read_text())
-    assert list(results) == ["accuracy", "macro_f1", "pretrained"]
+    assert list(results) == ["accuracy", "mirror_consistency", "macro_f1", "pretrained"]
     assert results["pretrained"] is None  # this model has no run.json beside it
     details = json.loads((root / "metrics" / "evaluate_details.json").read_text())
     assert list(details) == ["test", "other-people"]  # the extra set named by its folder
     for name, n in (("test", 6), ("other-people", 2)):
-        assert set(details[name]) == {"n", "accuracy", "macro_f1", "top_2_accuracy"}, details[name]
+        assert set(details[name]) == {"n", "accuracy", "macro_f1", "top_2_accuracy", "mirror_consistency"}, details[name]
         assert all(isinstance(v, (int, float)) for v in details[name].values())  # scalars only: no per_class
         assert details[name]["n"] == n
         for metric in ("accuracy", "macro_f1"):  # what `dvc exp show` compares

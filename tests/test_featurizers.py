@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from asl_pipeline import featurizers, inference
+from asl_pipeline import featurizers, images, inference
 from asl_pipeline.config import HAND_FEATURE_GROUPS
-from asl_pipeline.featurizers import (GROUP_SIZES, HAND_SCALARS, JOINT_ANGLES, Featurizer, Prepared, crop_matrix,
-                                      hand_crop, hand_found, hand_vector, joint_angles, normalized_keypoints)
+from asl_pipeline.featurizers import (GROUP_SIZES, JOINT_ANGLES, Featurizer, Prepared, crop_matrix, hand_crop,
+                                      hand_found, hand_vector, joint_angles, normalized_keypoints,
+                                      read_as_right_hand)
 from asl_pipeline.hands import Hand
 from helpers import HAND_BUNDLE, SAMPLE, make_hand, make_spec, needs_bundle, needs_sample, synthetic_landmarks
 
@@ -40,7 +41,7 @@ def test_hand_vector_ignores_where_and_how_big_the_hand_is(scale, shift):
 
 
 def test_normalized_keypoints_put_the_wrist_at_the_origin_at_unit_mean_distance():
-    points = normalized_keypoints(moved(make_hand(), 3.0, (11.0, -5.0, 2.0)), mirror_left=False)
+    points = normalized_keypoints(moved(make_hand(), 3.0, (11.0, -5.0, 2.0)))
     assert points.shape == (21, 3)
     np.testing.assert_allclose(points[0], 0, atol=1e-9)
     assert np.linalg.norm(points[1:], axis=1).mean() == pytest.approx(1.0)
@@ -57,24 +58,63 @@ def test_hand_vector_keeps_orientation():
     assert np.abs(hand_vector(turned, SPEC)[KEYPOINTS] - hand_vector(hand, SPEC)[KEYPOINTS]).max() > 0.5
 
 
-def test_mirror_left_flips_a_left_hand_onto_its_right_twin():
+class FakeLandmarker:
+    """Finds `mirror_hand` in any photo it is given: the hand of the mirrored photo, for read_as_right_hand."""
+
+    def __init__(self, mirror_hand):
+        self.mirror_hand, self.photos = mirror_hand, []
+
+    def detect(self, rgb):
+        self.photos.append(rgb)
+        return self.mirror_hand
+
+
+def test_a_left_hand_is_read_from_the_mirrored_photo():
     left = make_hand(handedness=0.1)
     right_twin = mirrored(left)
-    assert right_twin.handedness > 0.5
-    mirroring = make_spec(("hand_landmarks",), mirror_left=True)
-    np.testing.assert_allclose(hand_vector(left, mirroring)[KEYPOINTS], hand_vector(right_twin, mirroring)[KEYPOINTS],
-                               atol=1e-5)
-    # Exactly the x of the left hand flips: y and z stay.
-    flipped, plain = normalized_keypoints(left, True), normalized_keypoints(left, False)
-    np.testing.assert_allclose(flipped[:, 0], -plain[:, 0])
-    np.testing.assert_allclose(flipped[:, 1:], plain[:, 1:])
-    # A right hand is left alone, and without mirror_left the twins differ.
-    np.testing.assert_allclose(hand_vector(right_twin, mirroring), hand_vector(right_twin, SPEC))
-    assert np.abs(hand_vector(left, SPEC)[KEYPOINTS] - hand_vector(right_twin, SPEC)[KEYPOINTS]).max() > 0.1
-    # Distances and angles do not see the mirror at all.
+    photo = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    landmarker = FakeLandmarker(right_twin)
+    assert read_as_right_hand(landmarker, photo, left) is right_twin
+    np.testing.assert_array_equal(landmarker.photos[0], photo[:, ::-1])  # it looked at the mirrored photo
+
+
+def test_a_right_hand_or_no_hand_is_read_as_found():
+    right, landmarker = make_hand(handedness=0.8), FakeLandmarker(None)
+    photo = np.zeros((4, 4, 3), np.uint8)
+    assert read_as_right_hand(landmarker, photo, right) is right
+    assert read_as_right_hand(landmarker, photo, None) is None
+    assert landmarker.photos == []  # no second detection for a right hand
+
+
+@pytest.mark.parametrize("mirror_handedness, expected", [(0.05, "original"), (0.3, "mirrored"), (None, "original")])
+def test_of_a_hand_and_its_mirror_the_more_right_handed_is_read(mirror_handedness, expected):
+    """The same choice for a photo and for its mirror image: so both read alike."""
+    left = make_hand(handedness=0.2)
+    other = None if mirror_handedness is None else make_hand(synthetic_landmarks(1), handedness=mirror_handedness)
+    chosen = read_as_right_hand(FakeLandmarker(other), np.zeros((4, 4, 3), np.uint8), left)
+    assert chosen is (left if expected == "original" else other)
+
+
+def test_distances_and_angles_do_not_see_a_mirror():
+    left = make_hand(handedness=0.1)
     shape_only = make_spec(("hand_landmarks",), features=("distances", "angles"))
-    np.testing.assert_allclose(hand_vector(left, shape_only)[:-HAND_SCALARS],
-                               hand_vector(right_twin, shape_only)[:-HAND_SCALARS], atol=1e-5)
+    np.testing.assert_allclose(hand_vector(left, shape_only), hand_vector(mirrored(left), shape_only), atol=1e-5)
+    assert np.abs(hand_vector(left, SPEC)[KEYPOINTS] - hand_vector(mirrored(left), SPEC)[KEYPOINTS]).max() > 0.1
+
+
+@needs_sample
+def test_a_photo_and_its_mirror_image_give_the_same_hand_vector_with_mirror_left():
+    """Detection on a mirrored photo is not the exact mirror of the original's (the landmark model is not
+    mirror-symmetric); reading the left hand from the mirrored photo makes the two vectors identical."""
+    photos = [images.load_rgb(SAMPLE / "asl_alphabet_test" / f"{letter}_test.jpg") for letter in "ABLVY"]
+    for mirror_left in (True, False):
+        featurizer = Featurizer(make_spec(("hand_landmarks",), mirror_left=mirror_left), HAND_BUNDLE.read_bytes())
+        gaps = [np.abs(featurizer.prepare(p).hand_vector - featurizer.prepare(p[:, ::-1].copy()).hand_vector).max()
+                for p in photos]
+        if mirror_left:
+            assert max(gaps) == 0
+        else:
+            assert min(gaps) > 0.01
 
 
 def finger_points(bend_at_pip: bool) -> np.ndarray:
@@ -122,10 +162,11 @@ def test_hand_dim_is_the_vector_length_for_every_feature_subset(groups):
     hand = make_hand(handedness=0.7, presence=0.6, detector_score=0.5)
     vector = hand_vector(hand, spec)
     assert spec.hand_dim == len(vector) == len(hand_vector(None, spec))
-    assert spec.hand_dim == sum(GROUP_SIZES[g] for g in groups) + HAND_SCALARS
-    assert GROUP_SIZES == {"keypoints": 63, "distances": 210, "angles": 15}
-    # The scalars close the vector: handedness, presence, detector score, found.
-    np.testing.assert_allclose(vector[-HAND_SCALARS:], [0.7, 0.6, 0.5, 1.0], atol=1e-6)
+    assert spec.hand_dim == sum(GROUP_SIZES[g] for g in groups) + 1
+    assert GROUP_SIZES == {"keypoints": 63, "distances": 210, "angles": 15, "confidence": 3}
+    assert vector[-1] == 1.0  # the found flag closes the vector
+    if groups[-1] == "confidence":  # handedness, presence, detector score, just before it
+        np.testing.assert_allclose(vector[-4:-1], [0.7, 0.6, 0.5], atol=1e-6)
     assert np.isfinite(vector).all()
 
 
@@ -133,7 +174,7 @@ def test_distances_are_between_normalized_keypoints():
     hand = make_hand()
     spec = make_spec(("hand_landmarks",), features=("distances",))
     distances = hand_vector(hand, spec)[:GROUP_SIZES["distances"]]
-    points = normalized_keypoints(hand, mirror_left=False)
+    points = normalized_keypoints(hand)
     pairs = list(itertools.combinations(range(21), 2))
     for k in (0, 19, 100, 209):
         i, j = pairs[k]

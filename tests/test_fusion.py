@@ -17,7 +17,7 @@ from test_model_stages import FakeLive, class_images, conv_backbone
 
 SIZE = 32
 FUSED = make_spec(("backbone", "hand_landmarks"), image_size=SIZE)
-HANDS_ONLY = make_spec(("hand_landmarks",), image_size=SIZE, features=("angles",))  # hand_dim 19
+HANDS_ONLY = make_spec(("hand_landmarks",), image_size=SIZE, features=("angles",))  # hand_dim 16
 
 
 def clusters(num_classes: int, per_class: int, dim: int = 10, spread: float = 1.0, seed: int = 0):
@@ -73,7 +73,7 @@ def test_fused_model_takes_images_and_hand_and_its_head_reads_both_blocks(backbo
     assert model.input_names(alone) == ("images",)
     landmarks = model.assemble(HANDS_ONLY, None, model.build_head(HANDS_ONLY.hand_dim, 3, 0, 0.0))
     assert model.input_names(landmarks) == ("hand",)
-    assert landmarks.get_layer("head").input_shape[-1] == 19
+    assert landmarks.get_layer("head").input_shape[-1] == 16
 
 
 def test_head_input_concatenates_backbone_then_hand():

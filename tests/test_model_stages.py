@@ -174,7 +174,7 @@ def test_featurize_split_keeps_manifest_order_and_labels(manifest):
     root, paths, labels, pixels = manifest
     featurizer, blocks = backbone_blocks(mean_backbone())
     arrays, seconds = features.featurize_split(featurizer, blocks, paths, labels, root, batch_size=4)
-    assert set(arrays) == {"backbone", "labels", "paths", "views"}  # no hand block without hands
+    assert set(arrays) == {"backbone", "labels", "paths", "views", "origins"}  # no hand block without hands
     feats = arrays["backbone"]
     assert feats.shape == (len(paths), 3) and feats.dtype == np.float32
     assert arrays["labels"].tolist() == labels and arrays["paths"].tolist() == paths
@@ -239,7 +239,8 @@ def test_features_round_trip_without_pickle(tmp_path):
     labels, paths = ["A", "B", "C", "A", "del"], [f"data/raw/x/{i}.jpg" for i in range(5)]
     views = np.array([0, 0, 0, 1, 1], np.int16)
     features.save_features(tmp_path / "train.npz", {"backbone": feats, "hand": hand, "labels": np.array(labels),
-                                                    "paths": np.array(paths), "views": views})
+                                                    "paths": np.array(paths), "views": views,
+                                                    "origins": np.array(["dataset"] * 4 + ["data/my-hand"])})
     loaded = features.load_features(tmp_path / "train.npz", make_spec(("backbone", "hand_landmarks")))
     np.testing.assert_array_equal(loaded["backbone"], feats)
     np.testing.assert_array_equal(loaded["hand"], hand)
@@ -247,8 +248,9 @@ def test_features_round_trip_without_pickle(tmp_path):
     assert loaded["labels"].tolist() == labels and loaded["paths"].tolist() == paths
     assert loaded["labels"].dtype.kind == loaded["paths"].dtype.kind == "U"
     assert loaded["views"].tolist() == views.tolist()
+    assert loaded["origins"].tolist()[-1] == "data/my-hand"
     with np.load(tmp_path / "train.npz", allow_pickle=False) as data:
-        assert sorted(data.files) == ["backbone", "hand", "labels", "paths", "views"]
+        assert sorted(data.files) == ["backbone", "hand", "labels", "origins", "paths", "views"]
     with pytest.raises(PipelineError, match="featurize"):
         features.load_features(tmp_path / "absent.npz")
     (tmp_path / "broken.npz").write_bytes(b"not an npz file")
@@ -259,8 +261,10 @@ def test_features_round_trip_without_pickle(tmp_path):
 def test_features_lacking_a_block_the_spec_needs_name_it_and_the_fix(tmp_path):
     path = tmp_path / "train.npz"
     features.save_features(path, {"backbone": np.zeros((2, 3), np.float32), "labels": np.array(["A", "B"]),
-                                  "paths": np.array(["a.jpg", "b.jpg"]), "views": np.zeros(2, np.int16)})
-    assert set(features.load_features(path, make_spec(("backbone",)))) == {"backbone", "labels", "paths", "views"}
+                                  "paths": np.array(["a.jpg", "b.jpg"]), "views": np.zeros(2, np.int16),
+                                  "origins": np.array(["dataset", "dataset"])})
+    assert set(features.load_features(path, make_spec(("backbone",)))) == {"backbone", "labels", "paths", "views",
+                                                                           "origins"}
     with pytest.raises(PipelineError) as caught:
         features.load_features(path, make_spec(("backbone", "hand_landmarks")))
     message = str(caught.value)
@@ -629,7 +633,7 @@ def test_train_stage_on_cached_hand_features_writes_the_model_and_its_companions
                 hands={"features": ["angles"]},
                 train={"head": head, "epochs": 15, "patience": 5, "learning_rate": 0.05, "batch_size": 16})
     spec = FeatureSpec.from_params(load_params(project.root / "params.yaml"))
-    assert spec.hand_dim == 19
+    assert spec.hand_dim == 16
     x, y = separable_features(per_class=20, dim=spec.hand_dim, seed=5)
     folder = project.root / "data" / "features"
     folder.mkdir(parents=True)
@@ -637,7 +641,8 @@ def test_train_stage_on_cached_hand_features_writes_the_model_and_its_companions
         count = len(y[rows])
         features.save_features(folder / f"{name}.npz", {
             "hand": x[rows], "labels": np.array([CLASSES[i] for i in y[rows]]),
-            "paths": np.array([f"data/raw/{name}{i}.jpg" for i in range(count)]), "views": np.zeros(count, np.int16)})
+            "paths": np.array([f"data/raw/{name}{i}.jpg" for i in range(count)]), "views": np.zeros(count, np.int16),
+            "origins": np.array(["dataset"] * count)})
     (folder / "meta.json").write_text(json.dumps({"spec": spec.to_dict(), "weights": "not used", "pretrained": False}))
 
     monkeypatch.chdir(project.root)

@@ -81,6 +81,8 @@ NUMBER_RULES = {  # param: (bad values, what the message must say is allowed)
     "train.dropout": ([1, 1.5, -0.1, math.nan], "[0.0, 1.0)"),
     "train.fine_tune_epochs": ([-1], ">= 0"),
     "train.svm_c": ([0, -1.0, "big", math.inf], "> 0"),
+    "train.landmark_copies": ([-1, 1.5, "four"], ">= 0"),
+    "train.extra_weight": ([0, -2.0, "heavy", math.nan], "> 0"),
     "hands.min_detection_confidence": ([-0.1, 1.5, "high"], "[0, 1]"),
     "hands.min_presence_confidence": ([1.01, math.nan], "[0, 1]"),
     "hands.fallback_min_presence": ([1.5, -1, "off"], "[0, 1]"),
@@ -114,6 +116,8 @@ CHOICE_RULES = {  # param: (bad values, every value the message must list)
     "model.featurizers": (["backbone", [], ["backbone", "backbone"], ["hands"], ["Backbone"]], FEATURIZERS),
     "hands.features": (["angles", [], ["angles", "angles"], ["keypoints", "depth"]], HAND_FEATURE_GROUPS),
     "evaluate.extra_sets": (["../shared/data/asl-other-dev", [""], [3], None], ["list of folder paths", "[]"]),
+    "data.extra_train": (["data/my-hand", [""], [3], ["kaggle:nobody"], ["kaggle:a/b/c"], ["a", "a"]],
+                         ["folder", "kaggle:owner/dataset"]),
 }
 CASES = ([(name, value, [allowed]) for name, (values, allowed) in NUMBER_RULES.items() for value in values]
          + [(name, value, list(allowed)) for name, (values, allowed) in CHOICE_RULES.items() for value in values])
@@ -197,7 +201,7 @@ def test_feature_lists_come_back_in_their_fixed_order(key, names):
     order someone happened to write the list in."""
     section, name = key.split(".")
     for subset in ([names[-1], names[0]], list(reversed(names)), [names[1]]):
-        raw = changed(**{f"{section}__{name}": subset}, featurize__crop_to_hand=False)
+        raw = changed(**{f"{section}__{name}": subset}, featurize__crop_to_hand=False, train__landmark_copies=0)
         got = getattr(getattr(parse_params(raw), section), name)
         assert got == tuple(n for n in names if n in subset)
 
@@ -207,9 +211,15 @@ def test_feature_lists_come_back_in_their_fixed_order(key, names):
      "'featurize.crop_to_hand'", ["'model.featurizers'", "backbone", "crop_to_hand: false"]),
     (dict(model__featurizers=["hand_landmarks"], train__head="mlp", train__fine_tune_epochs=2),
      "'train.fine_tune_epochs'", ["'model.featurizers'", "backbone", "fine_tune_epochs: 0"]),
-    (dict(model__featurizers=["backbone", "hand_landmarks"], train__head="svm", train__fine_tune_epochs=1),
+    (dict(model__featurizers=["backbone", "hand_landmarks"], train__head="svm", train__fine_tune_epochs=1,
+          train__landmark_copies=0),
      "'train.fine_tune_epochs'", ["train.head: mlp", "'svm'", "fine_tune_epochs: 0"]),
-], ids=["crop without backbone", "fine-tuning without backbone", "fine-tuning an svm head"])
+    (dict(model__featurizers=["backbone", "hand_landmarks"], train__landmark_copies=2),
+     "'train.landmark_copies'", ["'model.featurizers'", "backbone", "landmark_copies: 0"]),
+    (dict(hands__features=["distances", "angles"], train__landmark_copies=2),
+     "'train.landmark_copies'", ["keypoints", "hands.features", "landmark_copies: 0"]),
+], ids=["crop without backbone", "fine-tuning without backbone", "fine-tuning an svm head",
+        "reshaped hands beside a backbone", "reshaped hands without keypoints"])
 def test_params_that_contradict_each_other_name_both_and_the_fix(changes, named, fragments):
     message = error(changed(**changes))
     assert named in message, message
@@ -218,9 +228,10 @@ def test_params_that_contradict_each_other_name_both_and_the_fix(changes, named,
 
 
 @pytest.mark.parametrize("changes", [
-    dict(model__featurizers=["backbone"], featurize__crop_to_hand=True),
-    dict(model__featurizers=["backbone", "hand_landmarks"], featurize__crop_to_hand=True),
-    dict(model__featurizers=["backbone", "hand_landmarks"], train__head="mlp", train__fine_tune_epochs=1),
+    dict(model__featurizers=["backbone"], featurize__crop_to_hand=True, train__landmark_copies=0),
+    dict(model__featurizers=["backbone", "hand_landmarks"], featurize__crop_to_hand=True, train__landmark_copies=0),
+    dict(model__featurizers=["backbone", "hand_landmarks"], train__head="mlp", train__fine_tune_epochs=1,
+         train__landmark_copies=0),
     dict(model__featurizers=["hand_landmarks"], train__head="svm", train__fine_tune_epochs=0),
 ])
 def test_consistent_combinations_are_accepted(changes):

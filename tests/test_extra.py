@@ -1,0 +1,117 @@
+"""data.extra_train: more signers' photos gathered into data/extra, training split only, never a scored photo;
+and inputs outside the project found from DVC's experiment copies."""
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from asl_pipeline import config, dataset, extra
+from asl_pipeline.errors import PipelineError
+
+
+
+def photo_bytes(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_photos(folder: Path, per_class: dict, seed: int = 0) -> None:
+    for label, count in per_class.items():
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            (folder / label / f"{label}{index}.png").write_bytes(photo_bytes(seed + 100 * ord(label[0]) + index))
+
+
+def test_a_folder_is_gathered_with_its_origin_and_hashes(tmp_path):
+    write_photos(tmp_path / "my-hand", {"A": 2, "B": 1})
+    (tmp_path / "my-hand" / "README.md").write_text("notes are not photos")
+    report = extra.gather(["my-hand"], tmp_path, tmp_path / "data" / "extra")
+    assert report == {"changed": True, "photos": {"my-hand": 3}}
+    rows = extra.read_manifest(tmp_path / "data" / "extra" / extra.MANIFEST)
+    assert [(r["label"], r["origin"], r["source_file"]) for r in rows] == [
+        ("A", "my-hand", "A/A0.png"), ("A", "my-hand", "A/A1.png"), ("B", "my-hand", "B/B0.png")]
+    for row in rows:  # copies inside the project, paths from its root
+        assert (tmp_path / row["path"]).read_bytes() == (tmp_path / "my-hand" / row["source_file"]).read_bytes()
+        assert row["path"].startswith("data/extra/0/")
+
+
+def test_unchanged_sources_leave_data_extra_untouched_and_a_new_photo_rebuilds_it(tmp_path):
+    write_photos(tmp_path / "my-hand", {"A": 1})
+    dest = tmp_path / "data" / "extra"
+    extra.gather(["my-hand"], tmp_path, dest)
+    before = os.stat(dest / extra.MANIFEST).st_mtime_ns
+    assert extra.gather(["my-hand"], tmp_path, dest)["changed"] is False
+    assert os.stat(dest / extra.MANIFEST).st_mtime_ns == before
+    (tmp_path / "my-hand" / "A" / "A0.png").write_bytes(photo_bytes(99))  # same name, new bytes
+    assert extra.gather(["my-hand"], tmp_path, dest)["changed"] is True
+
+
+def test_a_zip_with_a_top_folder_and_an_empty_folder(tmp_path):
+    with zipfile.ZipFile(tmp_path / "signer.zip", "w") as archive:
+        archive.writestr("signer/C/c1.png", photo_bytes(1))
+        archive.writestr("signer/nothing/n1.png", photo_bytes(2))
+    (tmp_path / "empty").mkdir()
+    report = extra.gather(["signer.zip", "empty"], tmp_path, tmp_path / "extra")
+    assert report["photos"] == {"signer.zip": 2}
+    assert not (tmp_path / "extra" / ".unpacked").exists()
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"A": 1, "holiday": 1}, r"folders \['holiday'\] beside its class folders"),
+])
+def test_folders_that_are_not_classes_are_refused_by_name(tmp_path, layout, message):
+    write_photos(tmp_path / "mixed", layout)
+    with pytest.raises(PipelineError, match=message):
+        extra.gather(["mixed"], tmp_path, tmp_path / "extra")
+
+
+def test_missing_source_and_loose_photos_are_clear_errors(tmp_path):
+    with pytest.raises(PipelineError, match="absent does not exist.*remove it from the list"):
+        extra.gather(["absent"], tmp_path, tmp_path / "extra")
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "x.jpg").write_bytes(photo_bytes(0))
+    with pytest.raises(PipelineError, match="no class folders"):
+        extra.gather(["loose"], tmp_path, tmp_path / "extra")
+    assert not (tmp_path / "extra").exists()  # a failed gather writes nothing
+
+
+def test_extra_photos_join_train_only_and_a_scored_photo_is_refused_by_name(tmp_path):
+    raw = tmp_path / "data" / "raw" / "asl_alphabet_train"
+    write_photos(raw, {"A": 6, "B": 6})
+    write_photos(tmp_path / "my-hand", {"A": 1, "B": 1}, seed=5000)
+    extra.gather(["my-hand"], tmp_path, tmp_path / "data" / "extra")
+    rows = extra.read_manifest(tmp_path / "data" / "extra" / extra.MANIFEST)
+    params = config.SplitParams(classes=("A", "B"), per_class=None, val_fraction=0.2, test_fraction=0.2,
+                                strategy="random", block_size=100, near_duplicate_similarity=0.97, seed=0)
+    manifests, _ = dataset.make_split(tmp_path / "data" / "raw", tmp_path, params, rows)
+    origins = {name: {item.origin for item in items} for name, items in manifests.items()}
+    assert origins["train"] == {"dataset", "my-hand"}
+    assert origins["val"] == origins["test"] == {"dataset"}
+    assert "origin" in dataset.manifest_csv(manifests["train"]).splitlines()[0]
+    # A dev-set photo copied into my-hand: refused, naming the file, its source and the scored photo.
+    dev = tmp_path / "dev"
+    write_photos(dev, {"A": 1}, seed=5000)
+    with pytest.raises(PipelineError, match=r"A/A0.png in my-hand has the same bytes as A/A0.png \(in .*dev\)"):
+        dataset.make_split(tmp_path / "data" / "raw", tmp_path, params, rows, dataset.folder_hashes([dev]))
+    # ... and a photo of the test split too.
+    test_photo = manifests["test"][0]
+    (tmp_path / "my-hand" / test_photo.label / "copy.png").write_bytes((tmp_path / test_photo.path).read_bytes())
+    extra.gather(["my-hand"], tmp_path, tmp_path / "data" / "extra")
+    with pytest.raises(PipelineError, match=f"same bytes as {test_photo.path} \\(test split\\)"):
+        dataset.make_split(tmp_path / "data" / "raw", tmp_path, params,
+                           extra.read_manifest(tmp_path / "data" / "extra" / extra.MANIFEST))
+
+
+def test_inputs_resolve_against_the_real_project_from_an_experiment_copy(tmp_path):
+    project = tmp_path / "project"
+    copy = project / ".dvc" / "tmp" / "exps" / "tmpab12"
+    assert config.input_root(copy) == project
+    assert config.input_path(copy, "../shared/data/x") == project / "../shared/data/x"
+    assert config.input_path(project, "data/my-hand") == project / "data/my-hand"
+    assert config.input_path(copy, "/abs/path") == Path("/abs/path")

@@ -64,15 +64,16 @@ def read_photo(data: bytes) -> np.ndarray:
     if not data:
         raise BadUpload("The upload is empty (0 bytes). Pick a photo file, or take the snapshot again.")
     try:
-        photo = images.decode_rgb(data, "upload")
+        # The size from the header first: a photo over the limit is refused before it takes the memory.
+        width, height = images.header_size(data, "upload")
+        if height * width > MAX_PIXELS:
+            raise BadUpload(f"The photo is {width} x {height} pixels ({height * width / 1e6:.0f} megapixels); "
+                            f"the demo takes up to {MAX_PIXELS / 1e6:.0f} megapixels. Scale it down and upload "
+                            "it again.")
+        return images.decode_rgb(data, "upload")
     except images.UnreadableImage as error:
         raise BadUpload(f"This file is not an image the demo can read: {error.reason}. Upload a photo "
                         f"({', '.join(UPLOAD_TYPES)}).") from None
-    height, width = photo.shape[:2]
-    if height * width > MAX_PIXELS:
-        raise BadUpload(f"The photo is {width} x {height} pixels ({height * width / 1e6:.0f} megapixels); the "
-                        f"demo takes up to {MAX_PIXELS / 1e6:.0f} megapixels. Scale it down and upload it again.")
-    return photo
 
 
 def for_display(rgb: np.ndarray) -> np.ndarray:

@@ -120,6 +120,28 @@ def test_too_many_pixels_is_rejected(backbone_demo, monkeypatch):
     assert isinstance(answer, serve.Rejection) and "31 pixels" in answer.message
 
 
+def peak_rss_mib() -> float:
+    return int(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, at 89 megapixels
+def test_a_huge_flat_png_is_refused_from_its_header_without_decoding(tmp_path, monkeypatch):
+    buffer = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(buffer, "PNG", optimize=True)  # 18 MB in memory for a moment
+    data = buffer.getvalue()
+    assert len(data) < 100_000  # small on disk: the upload limit does not stop it; 430 MB decoded as RGB
+    monkeypatch.setattr(serve.images, "decode_rgb", lambda *args: pytest.fail("decoded a refused photo"))
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: restart the peak RSS count from here
+    except OSError:
+        pytest.skip("the peak memory of this process cannot be reset here (needs Linux /proc)")
+    before = peak_rss_mib()
+    with pytest.raises(serve.BadUpload, match="12000 x 12000 pixels"):
+        serve.read_photo(data)
+    assert peak_rss_mib() - before < 50  # decoding it peaks 1.6 GB higher here
+
+
 def test_eight_simultaneous_requests_share_one_model_one_call_at_a_time(backbone_demo, monkeypatch):
     photos = [encoded(noise(30 + i, 40, seed=i)) for i in range(8)]
     alone = [backbone_demo.classify(photo) for photo in photos]

@@ -206,41 +206,26 @@ def predict_command(args) -> int:
 
 def spell_command(args) -> int:
     # Imported here, not at the top: Keras takes seconds to load, which --help need not wait for.
-    import contextlib
-
-    import numpy as np
-
     from asl_pipeline import inference, video
     from asl_pipeline.speller import Speller
 
     name = str(args.video) if args.camera is None else f"camera {args.camera}"
+    live = args.camera is not None
     capture = video.open_source(args.video, args.camera)  # before the model: a wrong path fails at once
-    with contextlib.ExitStack() as stack:
-        stack.callback(capture.release)
+    try:
         classifier = inference.load_classifier(args.model)
         speller = Speller(args.window, args.min_share, args.min_probability)
-        out_fps = min(args.fps, video.frame_rate(capture, args.fps))
-        frames, write = 0, None
-        try:
-            for index, seconds, rgb in video.sampled_frames(capture, args.fps, live=args.camera is not None):
-                [analysis] = classifier.analyse([rgb], with_heatmaps=False)
-                best = int(np.argmax(analysis.probabilities))
-                label, probability = classifier.classes[best], float(analysis.probabilities[best])
-                committed = speller.feed(label, probability, analysis.hand_found, index, seconds)
-                if committed is not None:  # as it happens: the feedback someone signing at a camera needs
-                    print(f"{seconds:7.2f} s  {committed.label:<5}  {committed.text}", file=sys.stderr, flush=True)
-                if args.out is not None:
-                    if write is None:
-                        height, width = rgb.shape[:2]
-                        write = stack.enter_context(video.video_writer(args.out, out_fps, width, height))
-                    reading = "no hand" if analysis.hand_found is False else f"{label} {probability:.2f}"
-                    write(video.annotate(rgb, analysis.hand, classifier.spec.uses_hands, reading, speller.text))
-                frames += 1
-        except KeyboardInterrupt:
-            pass  # Ctrl-C is how a camera session ends: what was spelled so far is printed below
-        unread = 0 if args.camera is not None else video.unread_frames(capture)
+
+        def show(committed):  # as it happens: the feedback someone signing at a camera needs
+            print(f"{committed.seconds:7.2f} s  {committed.label:<5}  {committed.text}", file=sys.stderr, flush=True)
+
+        frames = video.spell(classifier, capture, speller, args.fps, live, args.out, show)
+        unread = 0 if live else video.unread_frames(capture)
+        read_rate = video.read_rate(capture, args.fps)
+    finally:
+        capture.release()
     if frames == 0:
-        fix = ("check that no other program is using it" if args.camera is not None
+        fix = ("check that no other program is using it" if live
                else f"check that it plays, or convert it: `ffmpeg -i {name} converted.mp4`")
         raise PipelineError(f"{name}: no frame could be read from it; {fix}")
     if unread:
@@ -249,7 +234,7 @@ def spell_command(args) -> int:
     if args.json:
         letters = [{"label": c.label, "frame": c.frame, "seconds": round(c.seconds, 3), "text": c.text}
                    for c in speller.committed]
-        print(json.dumps({"source": name, "text": speller.text, "frames": frames, "fps": out_fps,
+        print(json.dumps({"source": name, "text": speller.text, "frames": frames, "fps": read_rate,
                           "letters": letters}, indent=2))
     else:
         print(speller.text)

@@ -1,4 +1,5 @@
-"""Frames from a video file or a camera (OpenCV), sampled at a steady rate, and annotated frames out."""
+"""Spelling a video file or a camera (OpenCV): frames sampled at a steady rate, read by the classifier, fed to
+the speller, and annotated frames out."""
 import contextlib
 import time
 from pathlib import Path
@@ -45,6 +46,11 @@ def open_source(video: Path | None, camera: int | None) -> cv2.VideoCapture:
 def frame_rate(capture: cv2.VideoCapture, fps: float) -> float:
     """The frame rate the source declares; `fps` when it declares none (some files, some cameras)."""
     return capture.get(cv2.CAP_PROP_FPS) or fps
+
+
+def read_rate(capture: cv2.VideoCapture, fps: float) -> float:
+    """Frames per second that sampled_frames yields: `fps`, or fewer when the source has fewer."""
+    return min(fps, frame_rate(capture, fps))
 
 
 def sampled_frames(capture: cv2.VideoCapture, fps: float, live: bool):
@@ -102,3 +108,32 @@ def video_writer(path: Path, fps: float, width: int, height: int):
             yield lambda rgb: writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         finally:
             writer.release()
+
+
+def spell(classifier, capture: cv2.VideoCapture, speller, fps: float, live: bool, out: Path | None = None,
+          on_commit=lambda committed: None) -> int:
+    """Read the capture to its end (or Ctrl-C) into `speller`; returns the number of frames read.
+
+    on_commit is called with each sign as the speller takes it; out: also write the annotated frames there.
+    """
+    frames = 0
+    with contextlib.ExitStack() as stack:
+        write = None
+        try:
+            for index, seconds, rgb in sampled_frames(capture, fps, live):
+                [analysis] = classifier.analyse([rgb], with_heatmaps=False)
+                best = int(np.argmax(analysis.probabilities))
+                label, probability = classifier.classes[best], float(analysis.probabilities[best])
+                committed = speller.feed(label, probability, analysis.hand_found, index, seconds)
+                if committed is not None:
+                    on_commit(committed)
+                if out is not None:
+                    if write is None:  # the size of the frames themselves, whatever the source declared
+                        height, width = rgb.shape[:2]
+                        write = stack.enter_context(video_writer(out, read_rate(capture, fps), width, height))
+                    reading = "no hand" if analysis.hand_found is False else f"{label} {probability:.2f}"
+                    write(annotate(rgb, analysis.hand, classifier.spec.uses_hands, reading, speller.text))
+                frames += 1
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a camera session ends: what was spelled so far is kept
+    return frames

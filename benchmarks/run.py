@@ -20,6 +20,7 @@ Keys (see benchmarks/README.md for the figures measured here):
                           ratio, and the share of photos whose predicted class (an svm head, 2-fold) agrees
   predict_ms_per_image    Classifier.analyse([photo]) warm, default model (hand_landmarks + svm head)
   predict_heatmap_ms_per_image   the same with Grad-CAM, fused model (backbone + hand_landmarks + svm)
+  spell_fps               frames per second of `spell` (video.spell) on an MJPG video of the photos, default model
   scale_linearity         wall time per image of `dvc repro` split..evaluate on 4N images over N (the
                           sample), in throwaway copies of the project (--skip-scale leaves it out)
 
@@ -399,6 +400,31 @@ def predict(bench: Bench, workdir: Path) -> dict:
     return result
 
 
+def spell_fps(bench: Bench, workdir: Path) -> dict:
+    """Frames per second of `spell`'s loop (video.spell: read, decode, classify, speller) on an MJPG video of the
+    sample photos, every frame read, with the default model that predict() saved in `workdir`."""
+    import cv2
+
+    from asl_pipeline import images, inference, video
+    from asl_pipeline.speller import Speller
+
+    clip = workdir / "spell.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (200, 200))
+    for path in bench.paths:  # Kaggle's photos are 200 x 200
+        writer.write(cv2.cvtColor(images.load_rgb(TRAIN_DIR / path), cv2.COLOR_RGB2BGR))
+    writer.release()
+    classifier = inference.load_classifier(workdir / "model-hand_landmarks" / "model.keras")
+    classifier.analyse([images.load_rgb(TRAIN_DIR / bench.paths[0])], with_heatmaps=False)  # warm: traces
+    capture = video.open_source(clip, None)
+    try:
+        start = time.perf_counter()
+        frames = video.spell(classifier, capture, Speller(), fps=10, live=False)
+        seconds = time.perf_counter() - start
+    finally:
+        capture.release()
+    return {"spell_fps": frames / seconds, "spell_frames": frames}
+
+
 # -------------------------------------------------------------------------------------------- memory
 
 def memory_probe(args) -> None:
@@ -630,6 +656,8 @@ def main():
                                      "warm, median",
              "predict_ms_per_image_fused": "backbone + hand_landmarks + svm head, no heatmap",
              "predict_heatmap_ms_per_image": "backbone + hand_landmarks + svm head, with Grad-CAM",
+             "spell_fps": "video.spell (decode, hand landmarks, svm head, speller) on a 200 x 200 MJPG video of "
+                          "the --images photos, every frame read; default model, warm",
              "rss_growth": "[backbone, hand_landmarks] featurize in a child process: whole-process peak RSS "
                            "while it runs (peak reset after the model is built); rss_growth_net: above the RSS "
                            "before it",
@@ -650,6 +678,8 @@ def main():
             results |= bf16(bench)
             log("predict latency")
             results |= predict(bench, Path(tmp))
+            log("spell frames per second")
+            results |= spell_fps(bench, Path(tmp))
             if getattr(bench, "repo_model", None):
                 about["predict_ms_per_image_repo_model"] = f"models/model.keras of this checkout ({bench.repo_model})"
             results |= memory(args)

@@ -17,19 +17,32 @@ MAX_FRAME_PIXELS = 7680 * 4320
 WRITER_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # the codecs OpenCV's wheels write without extra libraries
 
 
+@contextlib.contextmanager
+def _opencv_warnings_off():
+    # OpenCV logs a warning per backend that fails to open a source; the PipelineError says it once, clearly.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def open_source(video: Path | None, camera: int | None) -> cv2.VideoCapture:
     """An opened capture of the file or camera, its frame size checked before any frame is decoded."""
     if camera is not None:
-        capture = cv2.VideoCapture(camera)
+        with _opencv_warnings_off():
+            capture = cv2.VideoCapture(camera)
         name = f"camera {camera}"
         if not capture.isOpened():
             raise PipelineError(f"{name} cannot be opened: there is no such camera, or another program is "
-                                "using it. Try --camera 0, or list the cameras with `v4l2-ctl --list-devices` "
-                                "(Linux)")
+                                "using it. Check that the camera is connected and pass its index (Linux: "
+                                "`v4l2-ctl --list-devices` lists them; the first is 0)")
     else:
         if not video.is_file():
             raise PipelineError(f"video {video} not found: pass the path of a video file")
-        capture = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+        with _opencv_warnings_off():
+            capture = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
         name = f"video {video}"
         if not capture.isOpened():
             raise PipelineError(f"{name} cannot be opened: it is not a video OpenCV can read. Convert it to MP4 "

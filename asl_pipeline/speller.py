@@ -5,8 +5,7 @@ frames, each read with a probability of at least `min_probability`. A committed 
 until it is released, that is until something else holds the window: another sign, `nothing`, or no hand.
 So holding L for two seconds spells one L, and "LL" is spelled by dropping the hand (or showing `nothing`)
 between the two. `space` adds a space and `del` removes the last character. J and Z are signed with a
-motion that a single frame cannot show: the model reads their still frames, which the speller cannot tell
-from I and D held still.
+motion, which single frames do not show: they are not read.
 """
 import collections
 import dataclasses

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from asl_pipeline import images
 from asl_pipeline.atomic import write_json, write_text
+from asl_pipeline.config import MY_HAND_DIR
 from asl_pipeline.errors import PipelineError
 
 EXIT_NO_IMAGES = 2  # like a usage error: nothing was given to work on
@@ -59,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="try the model in a browser: a local page for photos and webcam snapshots",
         description="Load the model once and serve a web page (Streamlit) that classifies a dropped or "
                     "picked photo or a webcam snapshot: the sign, the top classes, the Grad-CAM heatmap and "
-                    "the hand skeleton. Needs the packages in requirements-demo.txt (`make demo` installs "
-                    "them). Ctrl-C stops it.")
+                    "the hand skeleton. Its teach mode saves photos of your hand per letter for the next "
+                    "`dvc repro`, and the page serves the retrained model as soon as it is written. Needs the "
+                    "packages in requirements-demo.txt (`make demo` installs them). Ctrl-C stops it.")
     serve.add_argument("--model", type=Path, default=Path("models/model.keras"),
                        help="the trained model; labels.json, featurizers.json, hand_landmarker.task and "
                             "run.json are read from the same folder (default: %(default)s)")
@@ -69,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "the page to the whole network (default: %(default)s)")
     serve.add_argument("--port", type=_positive_int, default=8501,
                        help="port to listen on (default: %(default)s)")
+    serve.add_argument("--teach-dir", type=Path, default=MY_HAND_DIR, metavar="DIR",
+                       help="where teach mode saves photos, as DIR/<LETTER>/teach_*.jpg, relative to the working "
+                            "directory; training reads it when it is listed in the data.extra_train param, "
+                            "which holds data/my-hand by default (default: %(default)s)")
     serve.set_defaults(run=serve_command)
     return parser
 
@@ -245,7 +251,7 @@ def serve_command(args) -> int:
     # Imported here: the page loads Keras and Streamlit, which --help need not wait for.
     from asl_pipeline import serve
 
-    serve.serve(args.model, args.host, args.port)
+    serve.serve(args.model, args.host, args.port, args.teach_dir)
     return 0
 
 

@@ -1,5 +1,6 @@
 """`python -m asl_pipeline serve`: the request handler on bytes, and the page in a real headless browser."""
 import concurrent.futures
+import contextlib
 import datetime
 import io
 import json
@@ -372,19 +373,13 @@ def wait_for_line(lines: queue.Queue, words: str, seconds: float) -> list:
     pytest.fail(f"the server did not print {words!r} in {seconds} s; it printed:\n{''.join(seen)}")
 
 
-@pytest.fixture
-def running_server(hands_model, tmp_path):
-    """(URL, model file, teach folder) of `python -m asl_pipeline serve` on a free port, stopped afterwards.
-
-    For the README screenshot (ASL_DEMO_SCREENSHOT=1) it serves the pipeline's own model, the default.
-    """
+@contextlib.contextmanager
+def serving(model_file: Path | None, teach_dir: Path):
+    """The URL of `python -m asl_pipeline serve` with this model (None: the default one) on a free port,
+    stopped afterwards."""
     port = free_port()
-    teach_dir = tmp_path / "my-hand"
     command = [sys.executable, "-m", "asl_pipeline", "serve", "--port", str(port), "--teach-dir", str(teach_dir)]
-    if os.environ.get("ASL_DEMO_SCREENSHOT") == "1":
-        model_file = PROJECT / "models" / "model.keras"
-    else:
-        model_file = hands_model
+    if model_file is not None:
         command += ["--model", str(model_file)]
     server = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = queue.Queue()
@@ -397,7 +392,7 @@ def running_server(hands_model, tmp_path):
     threading.Thread(target=read_output, daemon=True).start()
     try:
         wait_for_line(lines, f"URL: http://127.0.0.1:{port}", 120)
-        yield f"http://127.0.0.1:{port}", model_file, teach_dir
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         try:
@@ -405,6 +400,18 @@ def running_server(hands_model, tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def running_server(hands_model, tmp_path):
+    """(URL, model file, teach folder) of the demo serving the tiny hands model.
+
+    For the README screenshot (ASL_DEMO_SCREENSHOT=1) it serves the pipeline's own model, the default.
+    """
+    teach_dir = tmp_path / "my-hand"
+    screenshot = os.environ.get("ASL_DEMO_SCREENSHOT") == "1"
+    with serving(None if screenshot else hands_model, teach_dir) as url:
+        yield url, PROJECT / "models" / "model.keras" if screenshot else hands_model, teach_dir
 
 
 @pytest.fixture

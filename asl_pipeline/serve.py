@@ -1,5 +1,6 @@
 """`python -m asl_pipeline serve`: a local web page to try the trained model on a photo or a webcam snapshot,
-and to teach it the user's own hand (photos saved for the next `dvc repro`).
+to teach it the user's own hand (photos saved for the next `dvc repro`), and to spell from the live webcam
+(asl_pipeline/live.py: its frames go to a small endpoint beside the page, in the same process).
 
 The request handler is plain functions on bytes (`Demo.classify`, `Demo.teach`), testable without a server;
 the page on top is a Streamlit script. Streamlit runs this very file as that script on every page interaction, in
@@ -38,7 +39,7 @@ DISPLAY_SIDE = 512  # longest side of the pictures sent to the page
 UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in images.IMAGE_SUFFIXES)
 DEMO_PACKAGES = "requirements-demo.txt"
 TEACH_JPEG_QUALITY = 95
-MODES = ("Try it", "Teach it your hand")
+MODES = ("Try it", "Teach it your hand", "Spell live")
 
 
 class BadUpload(Exception):
@@ -290,6 +291,7 @@ class Demo:
 
 
 _running: Demo | None = None  # the demo `serve` started, for the page script in the same process
+_live_port: int | None = None  # where that demo's live endpoint listens, on the page's host
 
 
 def running_demo() -> Demo:
@@ -315,7 +317,7 @@ def streamlit_options(host: str, port: int) -> dict:
 def serve(model_file: Path, host: str, port: int, teach_dir: Path) -> None:
     """Load the model, then serve the page at http://host:port until interrupted; teach mode saves photos
     under teach_dir."""
-    global _running
+    global _running, _live_port
     if not 0 < port < 65536:
         raise PipelineError(f"--port {port} is not a TCP port: choose one from 1 to 65535")
     try:
@@ -324,6 +326,7 @@ def serve(model_file: Path, host: str, port: int, teach_dir: Path) -> None:
         raise PipelineError(f"the demo needs the packages in {DEMO_PACKAGES}: run `make demo`, or "
                             f"`.venv/bin/python -m pip install -r {DEMO_PACKAGES}`") from None
     from asl_pipeline.inference import load_classifier
+    from asl_pipeline.live import LiveServer, LiveSessions
 
     started = time.monotonic()
     demo = Demo(load_classifier(model_file), teach_dir)
@@ -331,8 +334,10 @@ def serve(model_file: Path, host: str, port: int, teach_dir: Path) -> None:
     # keras.backend.clear_session() after every page run, which must not land mid-trace.
     demo.on_model_thread(traced, demo.classifier)
     _running = demo
+    _live_port = LiveServer(LiveSessions(demo), host, port).port
     print(f"serve: {demo.description.replace('`', '')}", flush=True)
     print(f"serve: teach mode saves photos in {teach_dir}/<LETTER>/", flush=True)
+    print(f"serve: Spell live posts webcam frames to http://{host}:{_live_port}", flush=True)
     print(f"serve: model ready in {time.monotonic() - started:.1f} s; starting the page at "
           f"http://{host}:{port} (Ctrl-C stops it)", flush=True)
     options = streamlit_options(host, port)
@@ -340,7 +345,7 @@ def serve(model_file: Path, host: str, port: int, teach_dir: Path) -> None:
     bootstrap.run(__file__, False, [], options)
 
 
-def render_page(demo: Demo) -> None:
+def render_page(demo: Demo, live_port: int) -> None:
     import streamlit as st
 
     st.set_page_config(page_title="ASL fingerspelling demo", layout="wide")
@@ -351,10 +356,13 @@ def render_page(demo: Demo) -> None:
         st.warning(demo.reload_problem)
     elif reloaded:
         st.success("The model files changed on disk (retrained?): the page now serves the new model.")
-    if st.radio("Mode", MODES, horizontal=True) == MODES[0]:
+    mode = st.radio("Mode", MODES, horizontal=True)
+    if mode == "Try it":
         render_try(st, demo)
-    else:
+    elif mode == "Teach it your hand":
         render_teach(st, demo)
+    else:
+        render_live(st, live_port)
 
 
 def render_try(st, demo: Demo) -> None:
@@ -408,6 +416,18 @@ def render_teach(st, demo: Demo) -> None:
             "This page loads the retrained model by itself; no restart needed.")
 
 
+def render_live(st, live_port: int) -> None:
+    from streamlit.components.v1 import html
+
+    from asl_pipeline import live
+
+    st.markdown("Sign letters to the webcam, holding each for about a second; the letter and the hand the model "
+                "sees are drawn over the picture, and the letters it takes build up below. For a double letter "
+                "(the LL of HELLO), drop the hand out of view between the two. J and Z are signed with a motion "
+                "and are not read. The frames go only to this demo's server.")
+    html(live.component_html(live_port), height=live.COMPONENT_HEIGHT)
+
+
 def show_taught(st, answer: Taught | Rejection, label: str, name: str) -> None:
     if isinstance(answer, Rejection):
         st.error(f"{name}: {answer.message}")
@@ -443,4 +463,4 @@ if __name__ == "__main__":
     # from the imported module, where `serve` put them.
     from asl_pipeline import serve as app
 
-    app.render_page(app.running_demo())
+    app.render_page(app.running_demo(), app._live_port)

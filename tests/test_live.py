@@ -289,16 +289,19 @@ def test_spell_live_in_a_real_browser_spells_cab_from_a_fake_camera(browser_api,
 
 @pytest.mark.slow
 @needs_sample
-def test_spell_live_without_camera_permission_says_how_to_allow_it(browser_api, model_file, tmp_path):
+@pytest.mark.parametrize("camera, words", [
+    # A camera exists, but the permission prompt goes unanswered: headless Chromium denies it.
+    (["--use-fake-device-for-media-stream"], "did not allow this page to use the camera"),
+    # The prompt is accepted, but the machine has no camera.
+    pytest.param(["--use-fake-ui-for-media-stream"], "No camera found",
+                 marks=pytest.mark.skipif(any(Path("/dev").glob("video*")), reason="this machine has a camera")),
+])
+def test_spell_live_without_a_camera_says_what_to_do(browser_api, model_file, tmp_path, camera, words):
     with serving(model_file, tmp_path / "my-hand") as url, browser_api.sync_playwright() as playwright:
-        # A camera exists, but the browser's permission prompt is not answered: headless Chromium denies it.
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                             args=CHROMIUM_ARGS + ["--use-fake-device-for-media-stream"])
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + camera)
         try:
             component = open_live_mode(browser.new_page(), url)
-            message = component.get_by_role("alert")
-            browser_api.expect(message).to_contain_text("did not allow this page to use the camera",
-                                                        timeout=60_000)
+            browser_api.expect(component.get_by_role("alert")).to_contain_text(words, timeout=60_000)
             browser_api.expect(component.locator("#stage")).to_be_hidden()
         finally:
             browser.close()

@@ -57,11 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=predict_command)
     add_spell_parser(commands)
     serve = commands.add_parser(
-        "serve", help="try the model in a browser: a local page for photos and webcam snapshots",
+        "serve", help="try the model in a browser: a local page for photos, webcam snapshots and live spelling",
         description="Load the model once and serve a web page (Streamlit) that classifies a dropped or "
                     "picked photo or a webcam snapshot: the sign, the top classes, the Grad-CAM heatmap and "
                     "the hand skeleton. Its teach mode saves photos of your hand per letter for the next "
-                    "`dvc repro`, and the page serves the retrained model as soon as it is written. Needs the "
+                    "`dvc repro`, and the page serves the retrained model as soon as it is written. Its Spell "
+                    "live mode reads the webcam continuously and spells the letters signed; its frames go to "
+                    "a second port on the same --host, chosen free at start and printed. Needs the "
                     "packages in requirements-demo.txt (`make demo` installs them). Ctrl-C stops it.")
     serve.add_argument("--model", type=Path, default=Path("models/model.keras"),
                        help="the trained model; labels.json, featurizers.json, hand_landmarker.task and "

@@ -1,10 +1,13 @@
-"""Command line: `python -m asl_pipeline predict PATH [PATH ...]` classifies photos with the trained model."""
+"""Command line: `python -m asl_pipeline predict PATH [PATH ...]` classifies photos with the trained model;
+`spell VIDEO` spells the letters signed in a video; `serve` opens the demo page."""
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from asl_pipeline import images
 from asl_pipeline.atomic import write_json, write_text
+from asl_pipeline.config import MY_HAND_DIR
 from asl_pipeline.errors import PipelineError
 
 EXIT_NO_IMAGES = 2  # like a usage error: nothing was given to work on
@@ -52,12 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                          help="images per forward pass (default: %(default)s)")
     predict.set_defaults(run=predict_command)
+    add_spell_parser(commands)
     serve = commands.add_parser(
-        "serve", help="try the model in a browser: a local page for photos and webcam snapshots",
+        "serve", help="try the model in a browser: a local page for photos, webcam snapshots and live spelling",
         description="Load the model once and serve a web page (Streamlit) that classifies a dropped or "
                     "picked photo or a webcam snapshot: the sign, the top classes, the Grad-CAM heatmap and "
-                    "the hand skeleton. Needs the packages in requirements-demo.txt (`make demo` installs "
-                    "them). Ctrl-C stops it.")
+                    "the hand skeleton. Its teach mode saves photos of your hand per letter for the next "
+                    "`dvc repro`, and the page serves the retrained model as soon as it is written. Its Spell "
+                    "live mode reads the webcam continuously and spells the letters signed; its frames go to "
+                    "a second port on the same --host, chosen free at start and printed. Needs the "
+                    "packages in requirements-demo.txt (`make demo` installs them). Ctrl-C stops it.")
     serve.add_argument("--model", type=Path, default=Path("models/model.keras"),
                        help="the trained model; labels.json, featurizers.json, hand_landmarker.task and "
                             "run.json are read from the same folder (default: %(default)s)")
@@ -66,8 +73,69 @@ def build_parser() -> argparse.ArgumentParser:
                             "the page to the whole network (default: %(default)s)")
     serve.add_argument("--port", type=_positive_int, default=8501,
                        help="port to listen on (default: %(default)s)")
+    serve.add_argument("--teach-dir", type=Path, default=MY_HAND_DIR, metavar="DIR",
+                       help="where teach mode saves photos, as DIR/<LETTER>/teach_*.jpg, relative to the working "
+                            "directory; training reads it when it is listed in the data.extra_train param, "
+                            "which holds data/my-hand by default (default: %(default)s)")
     serve.set_defaults(run=serve_command)
     return parser
+
+
+def _fps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not > 0")
+    return value
+
+
+def _share(low: float, low_included: bool):
+    def share(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (low <= value <= 1 if low_included else low < value <= 1):
+            raise argparse.ArgumentTypeError(f"{value} is not in {'[' if low_included else '('}{low}, 1]")
+        return value
+    return share
+
+
+def add_spell_parser(commands) -> None:
+    from asl_pipeline import speller  # plain Python: its defaults are the documented ones
+
+    spell = commands.add_parser(
+        "spell", help="spell words from a video or a webcam: letters held steadily become text",
+        description="Read each frame of a video (or a camera) with the trained model and print the text "
+                    "spelled: a letter counts when the same one is read in most of the last frames; holding it "
+                    "longer does not repeat it; drop the hand (or sign `nothing`) between double letters. "
+                    "`space` adds a space, `del` removes the last character. J and Z are motion letters and "
+                    "are not read. Ctrl-C stops a camera and prints what was spelled. Exit status: 0 spelled, "
+                    "1 the video, camera or model could not be opened, or the video ended before its last frame "
+                    "(what was spelled up to there is printed).")
+    source = spell.add_mutually_exclusive_group(required=True)
+    source.add_argument("video", nargs="?", type=Path, metavar="VIDEO", help="a video file (MP4, AVI, ...)")
+    source.add_argument("--camera", type=int, metavar="N", help="read camera N instead (0: the first)")
+    spell.add_argument("--model", type=Path, default=Path("models/model.keras"),
+                       help="the trained model, with its companions in the same folder (default: %(default)s)")
+    spell.add_argument("--fps", type=_fps, default=10.0,
+                       help="frames read per second of video, at most; the window counts these frames "
+                            "(default: %(default)s)")
+    spell.add_argument("--window", type=_positive_int, default=speller.WINDOW, metavar="FRAMES",
+                       help="how many of the last frames a letter must fill to be held (default: %(default)s)")
+    spell.add_argument("--min-share", type=_share(0.5, False), default=speller.MIN_SHARE, metavar="SHARE",
+                       help="the share of the window that one letter must fill, over 0.5 (default: %(default)s)")
+    spell.add_argument("--min-probability", type=_share(0.0, True), default=speller.MIN_PROBABILITY, metavar="P",
+                       help="frames read with a lower top probability count for no letter (default: %(default)s)")
+    spell.add_argument("--json", action="store_true",
+                       help="print JSON instead of the text: {source, text, frames, fps, letters: [{label, frame, "
+                            "seconds, text}]}, one entry per letter, space or del taken")
+    spell.add_argument("--out", type=Path, metavar="VIDEO_OUT",
+                       help="also write the frames read, annotated with the hand skeleton, the current reading "
+                            "and the text, to this .mp4 or .avi")
+    spell.set_defaults(run=spell_command)
 
 
 def find_images(paths) -> tuple[list[Path], list[str]]:
@@ -144,11 +212,48 @@ def predict_command(args) -> int:
     return 1 if failed else 0
 
 
+def spell_command(args) -> int:
+    # Imported here, not at the top: Keras takes seconds to load, which --help need not wait for.
+    from asl_pipeline import inference, video
+    from asl_pipeline.speller import Speller
+
+    name = str(args.video) if args.camera is None else f"camera {args.camera}"
+    live = args.camera is not None
+    capture = video.open_source(args.video, args.camera)  # before the model: a wrong path fails at once
+    try:
+        classifier = inference.load_classifier(args.model)
+        speller = Speller(args.window, args.min_share, args.min_probability)
+
+        def show(committed):  # as it happens: the feedback someone signing at a camera needs
+            print(f"{committed.seconds:7.2f} s  {committed.label:<5}  {committed.text}", file=sys.stderr, flush=True)
+
+        frames = video.spell(classifier, capture, speller, args.fps, live, args.out, show)
+        unread = 0 if live else video.unread_frames(capture)
+        read_rate = video.read_rate(capture, args.fps)
+    finally:
+        capture.release()
+    if frames == 0:
+        fix = ("check that no other program is using it" if live
+               else f"check that it plays, or convert it: `ffmpeg -i {name} converted.mp4`")
+        raise PipelineError(f"{name}: no frame could be read from it; {fix}")
+    if unread:
+        print(f"error: {name} stopped {unread} frames before its end: the rest is missing or damaged; "
+              "the text below is what was spelled up to there", file=sys.stderr)
+    if args.json:
+        letters = [{"label": c.label, "frame": c.frame, "seconds": round(c.seconds, 3), "text": c.text}
+                   for c in speller.committed]
+        print(json.dumps({"source": name, "text": speller.text, "frames": frames, "fps": read_rate,
+                          "letters": letters}, indent=2))
+    else:
+        print(speller.text)
+    return 1 if unread else 0
+
+
 def serve_command(args) -> int:
     # Imported here: the page loads Keras and Streamlit, which --help need not wait for.
     from asl_pipeline import serve
 
-    serve.serve(args.model, args.host, args.port)
+    serve.serve(args.model, args.host, args.port, args.teach_dir)
     return 0
 
 

@@ -23,6 +23,9 @@ HAND_MODEL_SOURCES = ("auto", "local", "download")
 HAND_FEATURE_GROUPS = ("keypoints", "distances", "angles", "confidence")
 HEADS = ("svm", "mlp")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
+# Photos of the user's own hand, as <CLASS>/<file>.jpg, relative to the project root: the demo's teach
+# mode saves them here, and params.yaml's data.extra_train lists this folder by default.
+MY_HAND_DIR = Path("data/my-hand")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,23 @@ def decode_rgb(data: bytes, path="<bytes>") -> np.ndarray:
     return array
 
 
+def header_size(data: bytes, path="<bytes>") -> tuple[int, int]:
+    """(width, height) from the image's header alone: a caller can refuse a huge image before decoding it.
+
+    Only the header is read, however many pixels the file declares (a flat 12000 x 12000 PNG is a few
+    kilobytes on disk and 430 MB decoded).
+    """
+    if not data:
+        raise UnreadableImage(path, "empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Image.UnidentifiedImageError:
+        raise UnreadableImage(path, "not a readable image (unknown format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise UnreadableImage(path, f"not a readable image ({error})") from None
+
+
 def load_rgb(path) -> np.ndarray:
     try:
         data = Path(path).read_bytes()

@@ -1,7 +1,9 @@
-"""`python -m asl_pipeline serve`: a local web page to try the trained model on a photo or a webcam snapshot.
+"""`python -m asl_pipeline serve`: a local web page to try the trained model on a photo or a webcam snapshot,
+to teach it the user's own hand (photos saved for the next `dvc repro`), and to spell from the live webcam
+(asl_pipeline/live.py: its frames go to a small endpoint beside the page, in the same process).
 
-The request handler is plain functions on bytes (`Demo.classify`), testable without a server; the page
-on top is a Streamlit script. Streamlit runs this very file as that script on every page interaction, in
+The request handler is plain functions on bytes (`Demo.classify`, `Demo.teach`), testable without a server;
+the page on top is a Streamlit script. Streamlit runs this very file as that script on every page interaction, in
 the process that `serve` started, so the page finds the model `serve` loaded once (`running_demo`).
 
 Streamlit rather than Gradio: every Gradio release (6.31 included) requires pillow<13, which conflicts
@@ -9,6 +11,9 @@ with the pinned pillow 13.0.0; Streamlit installs beside the pinned stack with `
 """
 import concurrent.futures
 import dataclasses
+import datetime
+import os
+import secrets
 import time
 from pathlib import Path
 
@@ -16,6 +21,8 @@ import numpy as np
 from PIL import Image
 
 from asl_pipeline import drawing, images
+from asl_pipeline.atomic import atomic_file
+from asl_pipeline.config import MY_HAND_DIR, ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.evaluation import top_k
 
@@ -31,6 +38,8 @@ TOP_K = 5
 DISPLAY_SIDE = 512  # longest side of the pictures sent to the page
 UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in images.IMAGE_SUFFIXES)
 DEMO_PACKAGES = "requirements-demo.txt"
+TEACH_JPEG_QUALITY = 95
+MODES = ("Try it", "Teach it your hand", "Spell live")
 
 
 class BadUpload(Exception):
@@ -56,6 +65,14 @@ class Rejection:
     message: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Taught:
+    """What the page shows for a photo saved in teach mode: where it went, and how the model reads it now."""
+
+    path: Path
+    reading: Prediction
+
+
 def read_photo(data: bytes) -> np.ndarray:
     """The uploaded bytes as an RGB uint8 photo, or BadUpload saying what is wrong with them."""
     if len(data) > MAX_UPLOAD_BYTES:
@@ -64,15 +81,77 @@ def read_photo(data: bytes) -> np.ndarray:
     if not data:
         raise BadUpload("The upload is empty (0 bytes). Pick a photo file, or take the snapshot again.")
     try:
-        photo = images.decode_rgb(data, "upload")
+        # The size from the header first: a photo over the limit is refused before it takes the memory.
+        width, height = images.header_size(data, "upload")
+        if height * width > MAX_PIXELS:
+            raise BadUpload(f"The photo is {width} x {height} pixels ({height * width / 1e6:.0f} megapixels); "
+                            f"the demo takes up to {MAX_PIXELS / 1e6:.0f} megapixels. Scale it down and upload "
+                            "it again.")
+        return images.decode_rgb(data, "upload")
     except images.UnreadableImage as error:
         raise BadUpload(f"This file is not an image the demo can read: {error.reason}. Upload a photo "
                         f"({', '.join(UPLOAD_TYPES)}).") from None
-    height, width = photo.shape[:2]
-    if height * width > MAX_PIXELS:
-        raise BadUpload(f"The photo is {width} x {height} pixels ({height * width / 1e6:.0f} megapixels); the "
-                        f"demo takes up to {MAX_PIXELS / 1e6:.0f} megapixels. Scale it down and upload it again.")
-    return photo
+
+
+def teach_file_name(now: datetime.datetime) -> str:
+    """A new file name made by the server: the time orders the photos, the random part keeps two photos
+    taken in the same second apart."""
+    return f"teach_{now:%Y%m%dT%H%M%SZ}_{secrets.token_hex(4)}.jpg"
+
+
+def save_teach_photo(data: bytes, label: str, classes, folder: Path) -> Path:
+    """Save an uploaded photo as folder/<label>/<new name>.jpg for training; BadUpload if it cannot be.
+
+    The label must be one of the model's classes, checked against that list and never the file system,
+    so no label can name a path outside `folder`. The photo passes the same checks as one to classify and
+    is saved re-encoded from its pixels, never as the uploaded bytes: the file is a plain JPEG whatever
+    was uploaded, without the upload's metadata (a phone photo's location, say).
+    """
+    if label not in classes:
+        raise BadUpload(f"{label!r} is not one of the model's classes ({', '.join(classes)}): pick the "
+                        "letter from the list.")
+    photo = read_photo(data)
+    path = Path(folder) / label / teach_file_name(datetime.datetime.now(datetime.timezone.utc))
+    with atomic_file(path) as tmp:  # training never sees half a photo, nor a failed save's leftovers
+        Image.fromarray(photo).save(tmp, "JPEG", quality=TEACH_JPEG_QUALITY)
+    return path
+
+
+def teach_counts(folder: Path, classes) -> dict:
+    """{class: how many photos it has in folder/<class>/}, in the model's class order.
+
+    Counts every image file there, photos dropped in by hand included; hidden files (an unfinished save's
+    temporary) are not photos.
+    """
+    def photos(class_folder: Path) -> int:
+        if not class_folder.is_dir():
+            return 0
+        return sum(1 for path in class_folder.iterdir() if path.is_file() and not path.name.startswith(".")
+                   and path.suffix.lower() in images.IMAGE_SUFFIXES)
+
+    return {label: photos(Path(folder) / label) for label in classes}
+
+
+def model_stamp(model_file: Path) -> tuple:
+    """What changes when training rewrites the model or one of its companions: each file's inode (a new
+    one for every atomic write), modification time and size; None for a missing file."""
+    files = ModelFiles(Path(model_file))
+
+    def stamp(path: Path):
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return info.st_ino, info.st_mtime_ns, info.st_size
+
+    return tuple(stamp(path) for path in (files.model, files.labels, files.spec, files.run, files.hand_model))
+
+
+def traced(classifier):
+    """The classifier after one call on a blank photo, which traces its graphs (seconds, for a ResNet)
+    before a visitor waits on them."""
+    classifier.analyse([np.zeros((DISPLAY_SIDE, DISPLAY_SIDE, 3), np.uint8)])
+    return classifier
 
 
 def for_display(rgb: np.ndarray) -> np.ndarray:
@@ -134,17 +213,28 @@ def describe(classifier) -> str:
 class Demo:
     """The loaded classifier and the one thread that runs it: the handler behind the page."""
 
-    def __init__(self, classifier, k: int = TOP_K):
-        self.classifier = classifier
-        self.k = min(k, len(classifier.classes))
-        self.description = describe(classifier)
+    def __init__(self, classifier, teach_dir: Path = MY_HAND_DIR, k: int = TOP_K):
+        self.teach_dir = Path(teach_dir)
+        self.wanted_k = k
+        # Set while the model files on disk changed but do not load: the page says so and serves the old model.
+        self.reload_problem: str | None = None
         # Every model call runs on this one thread, one at a time: simultaneous requests queue instead of
         # competing for the CPU and memory, and the hand landmarker (one LiteRT interpreter per thread)
         # is made once rather than for each of Streamlit's per-session threads.
         self._model_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._serve(classifier, model_stamp(classifier.model_file))
 
-    def analyse(self, photo: np.ndarray):
-        return self._model_thread.submit(self.classifier.analyse, [photo]).result()[0]
+    def _serve(self, classifier, stamp: tuple) -> None:
+        self.classifier = classifier
+        self.k = min(self.wanted_k, len(classifier.classes))
+        self.description = describe(classifier)
+        self._stamp = stamp  # of the files the page last tried to load
+
+    def on_model_thread(self, function, *args):
+        return self._model_thread.submit(function, *args).result()
+
+    def analyse(self, photo: np.ndarray, with_heatmaps: bool = True):
+        return self.on_model_thread(self.classifier.analyse, [photo], None, with_heatmaps)[0]
 
     def classify(self, data: bytes) -> Prediction | Rejection:
         """The page's answer to one uploaded file or snapshot."""
@@ -154,8 +244,54 @@ class Demo:
             return Rejection(str(problem))
         return prediction(self.analyse(photo), self.classifier.classes, self.k)
 
+    def teach(self, data: bytes, label: str) -> Taught | Rejection:
+        """Save one uploaded photo of the sign `label` for training, and say how the model reads it now."""
+        try:
+            path = save_teach_photo(data, label, self.classifier.classes, self.teach_dir)
+        except BadUpload as problem:
+            return Rejection(str(problem))
+        except OSError as error:
+            return Rejection(f"Could not save the photo in {self.teach_dir}/{label}/ ({error.strerror or error}). "
+                             "Make that folder writable, or start the demo with --teach-dir set to one that is.")
+        # The saved JPEG, not the upload: the very pixels training will read. No heatmap: the page shows
+        # only the reading.
+        analysis = self.analyse(images.load_rgb(path), with_heatmaps=False)
+        return Taught(path, prediction(analysis, self.classifier.classes, self.k))
+
+    def teach_counts(self) -> dict:
+        return teach_counts(self.teach_dir, self.classifier.classes)
+
+    def follow_model_file(self) -> bool:
+        """Load the model again if training rewrote its files since the last look; True when it did.
+
+        The page calls this on every run, so it serves what `dvc repro` trained without a restart. It runs
+        on the model thread: no request sees a half-swapped model and two sessions never load at once.
+        """
+        return self.on_model_thread(self._reload_if_changed)
+
+    def _reload_if_changed(self) -> bool:
+        from asl_pipeline.inference import load_classifier
+
+        model_file = self.classifier.model_file
+        stamp = model_stamp(model_file)  # before loading: a write during the load shows at the next look
+        if stamp == self._stamp:
+            return False
+        try:
+            classifier = traced(load_classifier(model_file))
+        except Exception as error:  # whatever is wrong with the new files, the old model keeps serving
+            # Remembered, so a broken file is not loaded again on every page run, only once it changes again.
+            self._stamp = stamp
+            self.reload_problem = (f"The model files beside {model_file} changed but do not load ({error}). Still "
+                                   "serving the model loaded before; the page loads the new one by itself once "
+                                   "they are complete (when `dvc repro` finishes, or after re-running it).")
+            return False
+        self._serve(classifier, stamp)
+        self.reload_problem = None
+        return True
+
 
 _running: Demo | None = None  # the demo `serve` started, for the page script in the same process
+_live_port: int | None = None  # where that demo's live endpoint listens, on the page's host
 
 
 def running_demo() -> Demo:
@@ -178,9 +314,10 @@ def streamlit_options(host: str, port: int) -> dict:
     }
 
 
-def serve(model_file: Path, host: str, port: int) -> None:
-    """Load the model, then serve the page at http://host:port until interrupted."""
-    global _running
+def serve(model_file: Path, host: str, port: int, teach_dir: Path) -> None:
+    """Load the model, then serve the page at http://host:port until interrupted; teach mode saves photos
+    under teach_dir."""
+    global _running, _live_port
     if not 0 < port < 65536:
         raise PipelineError(f"--port {port} is not a TCP port: choose one from 1 to 65535")
     try:
@@ -189,14 +326,18 @@ def serve(model_file: Path, host: str, port: int) -> None:
         raise PipelineError(f"the demo needs the packages in {DEMO_PACKAGES}: run `make demo`, or "
                             f"`.venv/bin/python -m pip install -r {DEMO_PACKAGES}`") from None
     from asl_pipeline.inference import load_classifier
+    from asl_pipeline.live import LiveServer, LiveSessions
 
     started = time.monotonic()
-    demo = Demo(load_classifier(model_file))
-    # Trace the model's graphs (seconds, for a ResNet) before the page is up: the first visitor need not wait,
-    # and Streamlit calls keras.backend.clear_session() after every page run, which must not land mid-trace.
-    demo.analyse(np.zeros((DISPLAY_SIDE, DISPLAY_SIDE, 3), np.uint8))
+    demo = Demo(load_classifier(model_file), teach_dir)
+    # Traced before the page is up, and on the model thread where it will run: Streamlit calls
+    # keras.backend.clear_session() after every page run, which must not land mid-trace.
+    demo.on_model_thread(traced, demo.classifier)
     _running = demo
+    _live_port = LiveServer(LiveSessions(demo), host, port).port
     print(f"serve: {demo.description.replace('`', '')}", flush=True)
+    print(f"serve: teach mode saves photos in {teach_dir}/<LETTER>/", flush=True)
+    print(f"serve: Spell live posts webcam frames to http://{host}:{_live_port}", flush=True)
     print(f"serve: model ready in {time.monotonic() - started:.1f} s; starting the page at "
           f"http://{host}:{port} (Ctrl-C stops it)", flush=True)
     options = streamlit_options(host, port)
@@ -204,12 +345,27 @@ def serve(model_file: Path, host: str, port: int) -> None:
     bootstrap.run(__file__, False, [], options)
 
 
-def render_page(demo: Demo) -> None:
+def render_page(demo: Demo, live_port: int) -> None:
     import streamlit as st
 
     st.set_page_config(page_title="ASL fingerspelling demo", layout="wide")
     st.title("ASL fingerspelling: try the classifier")
+    reloaded = demo.follow_model_file()
     st.caption(demo.description)
+    if demo.reload_problem:
+        st.warning(demo.reload_problem)
+    elif reloaded:
+        st.success("The model files changed on disk (retrained?): the page now serves the new model.")
+    mode = st.radio("Mode", MODES, horizontal=True)
+    if mode == "Try it":
+        render_try(st, demo)
+    elif mode == "Teach it your hand":
+        render_teach(st, demo)
+    else:
+        render_live(st, live_port)
+
+
+def render_try(st, demo: Demo) -> None:
     source = st.radio("Photo from", ("a file", "the webcam"), horizontal=True)
     if source == "a file":
         upload = st.file_uploader(f"Drop or pick a photo of one hand sign (at most {MAX_UPLOAD_MB} MB)",
@@ -224,6 +380,63 @@ def render_page(demo: Demo) -> None:
         st.error(answer.message)
     else:
         show_prediction(st, answer)
+
+
+def counts_line(counts: dict) -> str:
+    """The photos saved per class, in Markdown, and the classes that have none yet."""
+    line = " · ".join(f"**{label}** {count}" for label, count in counts.items())
+    missing = [label for label, count in counts.items() if count == 0]
+    return line + (f"  \nNo photo yet: {', '.join(missing)}" if missing else "  \nEvery letter has a photo.")
+
+
+def render_teach(st, demo: Demo) -> None:
+    st.markdown("Save photos of **your** hand signing each letter; the next training run learns from them.")
+    label = st.selectbox("Letter you sign in the photo", demo.classifier.classes)
+    source = st.radio("Photo from", ("files", "the webcam"), horizontal=True)
+    # A form, cleared once saved: the page runs again on every click, and a photo still sitting in the
+    # uploader must not be saved a second time. The labels do not name the letter: a widget whose label
+    # changes is a new widget, which would drop the photos picked before the letter.
+    with st.form("teach", clear_on_submit=True, border=False):
+        if source == "files":
+            uploads = st.file_uploader(f"Drop or pick photos of your hand signing that letter (at most "
+                                       f"{MAX_UPLOAD_MB} MB each)", type=UPLOAD_TYPES, accept_multiple_files=True,
+                                       max_upload_size=STREAMLIT_UPLOAD_LIMIT_MB)
+        else:
+            snapshot = st.camera_input("Take a snapshot of your hand signing that letter")
+            uploads = [] if snapshot is None else [snapshot]
+        saving = st.form_submit_button(f"Save as {label}", type="primary")
+    if saving:
+        if not uploads:
+            st.warning("Nothing to save yet: pick a photo or take a snapshot first, then press Save.")
+        for upload in uploads:
+            show_taught(st, demo.teach(upload.getvalue(), label), label, upload.name)
+    st.markdown(f"Photos saved in `{demo.teach_dir}/` per letter: {counts_line(demo.teach_counts())}")
+    st.info(f"**Next:** run `dvc repro` in the project folder. Training reads `{demo.teach_dir}/<LETTER>/` "
+            f"when the folder is listed in `data.extra_train` in params.yaml, which `{MY_HAND_DIR}` is by default. "
+            "This page loads the retrained model by itself; no restart needed.")
+
+
+def render_live(st, live_port: int) -> None:
+    from streamlit.components.v1 import html
+
+    from asl_pipeline import live
+
+    st.markdown("Sign letters to the webcam, holding each for about a second; the letter and the hand the model "
+                "sees are drawn over the picture, and the letters it takes build up below. For a double letter "
+                "(the LL of HELLO), drop the hand out of view between the two. J and Z are signed with a motion "
+                "and are not read. The frames go only to this demo's server.")
+    html(live.component_html(live_port), height=live.COMPONENT_HEIGHT)
+
+
+def show_taught(st, answer: Taught | Rejection, label: str, name: str) -> None:
+    if isinstance(answer, Rejection):
+        st.error(f"{name}: {answer.message}")
+        return
+    best, probability = answer.reading.ranked[0]
+    verdict = "it already reads your hand" if best == label else f"teaching it this {label} should help"
+    st.success(f"Saved `{answer.path}`. The current model reads it as **{best}** ({probability:.0%}): {verdict}.")
+    if answer.reading.warning:
+        st.warning(answer.reading.warning)
 
 
 def show_prediction(st, answer: Prediction) -> None:
@@ -250,4 +463,4 @@ if __name__ == "__main__":
     # from the imported module, where `serve` put them.
     from asl_pipeline import serve as app
 
-    app.render_page(app.running_demo())
+    app.render_page(app.running_demo(), app._live_port)

@@ -20,6 +20,9 @@ Keys (see benchmarks/README.md for the figures measured here):
                           ratio, and the share of photos whose predicted class (an svm head, 2-fold) agrees
   predict_ms_per_image    Classifier.analyse([photo]) warm, default model (hand_landmarks + svm head)
   predict_heatmap_ms_per_image   the same with Grad-CAM, fused model (backbone + hand_landmarks + svm)
+  spell_fps               frames per second of `spell` (video.spell) on an MJPG video of the photos, default model
+  live_page_fps           frames per second through the demo page's live endpoint (asl_pipeline/live.py): the
+                          same photos as JPEGs posted over HTTP one at a time, each answer awaited, default model
   scale_linearity         wall time per image of `dvc repro` split..evaluate on 4N images over N (the
                           sample), in throwaway copies of the project (--skip-scale leaves it out)
 
@@ -61,6 +64,7 @@ TARGETS = {  # key: (comparison, bound)
     "rss_growth": ("<=", 1.1),
     "scale_linearity": ("<=", 1.15),
     "predict_ms_per_image": ("<=", 100),
+    "live_page_fps": (">=", 10),
 }
 
 
@@ -399,6 +403,74 @@ def predict(bench: Bench, workdir: Path) -> dict:
     return result
 
 
+def spell_fps(bench: Bench, workdir: Path) -> dict:
+    """Frames per second of `spell`'s loop (video.spell: read, decode, classify, speller) on an MJPG video of the
+    sample photos, every frame read, with the default model that predict() saved in `workdir`."""
+    import cv2
+
+    from asl_pipeline import images, inference, video
+    from asl_pipeline.speller import Speller
+
+    clip = workdir / "spell.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (200, 200))
+    for path in bench.paths:  # Kaggle's photos are 200 x 200
+        writer.write(cv2.cvtColor(images.load_rgb(TRAIN_DIR / path), cv2.COLOR_RGB2BGR))
+    writer.release()
+    classifier = inference.load_classifier(workdir / "model-hand_landmarks" / "model.keras")
+    classifier.analyse([images.load_rgb(TRAIN_DIR / bench.paths[0])], with_heatmaps=False)  # warm: traces
+    capture = video.open_source(clip, None)
+    try:
+        start = time.perf_counter()
+        frames = video.spell(classifier, capture, Speller(), fps=10, live=False)
+        seconds = time.perf_counter() - start
+    finally:
+        capture.release()
+    return {"spell_fps": frames / seconds, "spell_frames": frames}
+
+
+def live_page_fps(bench: Bench, workdir: Path) -> dict:
+    """Frames per second through the live page's endpoint, as the page sends them: one JPEG at a time over a
+    keep-alive HTTP connection, the next posted once the answer (letter, landmarks, text) is read; the
+    server decodes, reads on the demo's model thread and spells. Default model, saved in `workdir` by
+    predict(). Leaves out only the browser's own part (drawing the frame into a canvas, JPEG encoding)."""
+    import http.client
+    import io
+
+    from PIL import Image
+
+    from asl_pipeline import inference, live, serve
+
+    frames = []
+    for path in bench.paths:  # Kaggle's photos are 200 x 200; the page sends at most 320 x 240
+        buffer = io.BytesIO()
+        Image.open(TRAIN_DIR / path).save(buffer, "JPEG", quality=round(100 * live.JPEG_QUALITY))
+        frames.append(buffer.getvalue())
+    demo = serve.Demo(inference.load_classifier(workdir / "model-hand_landmarks" / "model.keras"))
+    demo.on_model_thread(serve.traced, demo.classifier)
+    server = live.LiveServer(live.LiveSessions(demo), "127.0.0.1", page_port=0)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+
+    def post(path: str, body: bytes | None = None) -> dict:
+        connection.request("POST", path, body=body, headers={"Content-Type": "image/jpeg"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        if response.status != 200:
+            raise RuntimeError(f"live endpoint {path}: {response.status} {answer}")
+        return answer
+
+    try:
+        session = post("/session")["session"]
+        post(f"/frame?session={session}", frames[0])  # warm: the landmarker on the model thread
+        start = time.perf_counter()
+        for frame in frames:
+            post(f"/frame?session={session}", frame)
+        seconds = time.perf_counter() - start
+    finally:
+        connection.close()
+        server.close()
+    return {"live_page_fps": len(frames) / seconds, "live_page_frames": len(frames)}
+
+
 # -------------------------------------------------------------------------------------------- memory
 
 def memory_probe(args) -> None:
@@ -630,6 +702,10 @@ def main():
                                      "warm, median",
              "predict_ms_per_image_fused": "backbone + hand_landmarks + svm head, no heatmap",
              "predict_heatmap_ms_per_image": "backbone + hand_landmarks + svm head, with Grad-CAM",
+             "spell_fps": "video.spell (decode, hand landmarks, svm head, speller) on a 200 x 200 MJPG video of "
+                          "the --images photos, every frame read; default model, warm",
+             "live_page_fps": "the demo page's live endpoint over HTTP on 127.0.0.1, one JPEG (quality 80, "
+                              "200 x 200) at a time, each answer awaited; default model, warm",
              "rss_growth": "[backbone, hand_landmarks] featurize in a child process: whole-process peak RSS "
                            "while it runs (peak reset after the model is built); rss_growth_net: above the RSS "
                            "before it",
@@ -650,6 +726,10 @@ def main():
             results |= bf16(bench)
             log("predict latency")
             results |= predict(bench, Path(tmp))
+            log("spell frames per second")
+            results |= spell_fps(bench, Path(tmp))
+            log("live page frames per second")
+            results |= live_page_fps(bench, Path(tmp))
             if getattr(bench, "repo_model", None):
                 about["predict_ms_per_image_repo_model"] = f"models/model.keras of this checkout ({bench.repo_model})"
             results |= memory(args)

@@ -1,8 +1,12 @@
 """`python -m asl_pipeline serve`: the request handler on bytes, and the page in a real headless browser."""
 import concurrent.futures
+import contextlib
+import datetime
 import io
+import json
 import os
 import queue
+import re
 import shutil
 import socket
 import subprocess
@@ -17,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from asl_pipeline import cli, serve
-from asl_pipeline.config import HandsParams
+from asl_pipeline import cli, images, serve
+from asl_pipeline.config import HandsParams, ModelFiles
 from asl_pipeline.featurizers import FeatureSpec
 from asl_pipeline.inference import load_classifier
 from asl_pipeline.model import assemble, build_head, save_model
@@ -33,6 +37,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = PROJECT / "docs" / "demo.png"
+TEACH_SCREENSHOT = PROJECT / "docs" / "teach.png"
+TEACH_NAME = re.compile(r"teach_\d{8}T\d{6}Z_[0-9a-f]{8}\.jpg")
 
 needs_hand_model = pytest.mark.skipif(not (HAND_BUNDLE.is_file() and SAMPLES.is_dir()),
                                       reason=f"shared hand model or ASL sample photos not found under {SHARED}")
@@ -120,6 +126,28 @@ def test_too_many_pixels_is_rejected(backbone_demo, monkeypatch):
     assert isinstance(answer, serve.Rejection) and "31 pixels" in answer.message
 
 
+def peak_rss_mib() -> float:
+    return int(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, at 89 megapixels
+def test_a_huge_flat_png_is_refused_from_its_header_without_decoding(tmp_path, monkeypatch):
+    buffer = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(buffer, "PNG", optimize=True)  # 18 MB in memory for a moment
+    data = buffer.getvalue()
+    assert len(data) < 100_000  # small on disk: the upload limit does not stop it; 430 MB decoded as RGB
+    monkeypatch.setattr(serve.images, "decode_rgb", lambda *args: pytest.fail("decoded a refused photo"))
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: restart the peak RSS count from here
+    except OSError:
+        pytest.skip("the peak memory of this process cannot be reset here (needs Linux /proc)")
+    before = peak_rss_mib()
+    with pytest.raises(serve.BadUpload, match="12000 x 12000 pixels"):
+        serve.read_photo(data)
+    assert peak_rss_mib() - before < 50  # decoding it peaks 1.6 GB higher here
+
+
 def test_eight_simultaneous_requests_share_one_model_one_call_at_a_time(backbone_demo, monkeypatch):
     photos = [encoded(noise(30 + i, 40, seed=i)) for i in range(8)]
     alone = [backbone_demo.classify(photo) for photo in photos]
@@ -163,6 +191,119 @@ def test_photo_without_hand_says_so(hands_model):
     assert answer.label in CLASSES and answer.skeleton.shape == (120, 160, 3)
 
 
+def gradient(height: int, width: int) -> np.ndarray:
+    """A smooth photo, which JPEG keeps close to the original (noise it would not)."""
+    rows = np.linspace(0, 255, height, dtype=np.uint8)[:, None]
+    columns = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    return np.stack(np.broadcast_arrays(rows, columns, rows // 2 + columns // 2), axis=-1).astype(np.uint8)
+
+
+def files_under(folder: Path) -> list:
+    return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+@pytest.fixture
+def teach_demo(backbone_demo, tmp_path):
+    return serve.Demo(backbone_demo.classifier, tmp_path / "my-hand")
+
+
+def test_teach_saves_a_new_jpeg_in_the_letter_folder_and_reads_it(teach_demo):
+    photo = gradient(48, 64)
+    answer = teach_demo.teach(encoded(photo, "PNG"), "B")
+    assert isinstance(answer, serve.Taught)
+    assert answer.path.parent == teach_demo.teach_dir / "B" and TEACH_NAME.fullmatch(answer.path.name)
+    assert files_under(teach_demo.teach_dir) == [answer.path]
+    with Image.open(answer.path) as saved:
+        assert saved.format == "JPEG" and saved.size == (64, 48) and not saved.info.get("exif")
+    pixels = images.load_rgb(answer.path)
+    assert np.abs(pixels.astype(int) - photo).mean() < 3
+    expected = teach_demo.classify(encoded(pixels))  # the saved JPEG's pixels, the ones training reads
+    assert answer.reading.label == expected.label
+    np.testing.assert_allclose([p for _, p in answer.reading.ranked], [p for _, p in expected.ranked], rtol=1e-5)
+    assert teach_demo.teach_counts() == {"A": 0, "B": 1, "C": 0}
+
+
+@pytest.mark.parametrize("label", ["D", "b", "", "../x", "A/../../b", "/tmp/x", ".."])
+def test_teach_label_must_be_one_of_the_models_classes(tmp_path, label):
+    folder = tmp_path / "my-hand"
+    (folder / "D").mkdir(parents=True)  # a folder on disk does not make a class
+    with pytest.raises(serve.BadUpload, match="not one of the model's classes"):
+        serve.save_teach_photo(encoded(gradient(20, 20)), label, CLASSES, folder)
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "empty"),
+    (b"hello, this is a text file", "not an image"),
+    (encoded(noise(40, 40), "JPEG")[:200], "not an image"),  # truncated
+    (b"\xff" * (serve.MAX_UPLOAD_BYTES + 1), f"up to {serve.MAX_UPLOAD_MB} MB"),
+])
+def test_teach_refuses_what_classify_refuses_and_saves_nothing(teach_demo, data, words):
+    answer = teach_demo.teach(data, "A")
+    assert isinstance(answer, serve.Rejection) and words in answer.message
+    assert files_under(teach_demo.teach_dir.parent) == []
+
+
+def test_teach_refuses_too_many_pixels(tmp_path, monkeypatch):
+    monkeypatch.setattr(serve, "MAX_PIXELS", 30 * 30)
+    with pytest.raises(serve.BadUpload, match="31 pixels"):
+        serve.save_teach_photo(encoded(gradient(31, 30)), "A", CLASSES, tmp_path)
+    assert files_under(tmp_path) == []
+
+
+def test_two_photos_in_the_same_second_get_distinct_names(tmp_path):
+    moment = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    first, second = serve.teach_file_name(moment), serve.teach_file_name(moment)
+    assert first != second and first.startswith("teach_20250102T030405Z_") and TEACH_NAME.fullmatch(second)
+    data = encoded(gradient(20, 20))
+    saved = {serve.save_teach_photo(data, "C", CLASSES, tmp_path) for _ in range(2)}
+    assert len(saved) == 2 and files_under(tmp_path) == sorted(saved)
+
+
+def test_failed_save_leaves_no_partial_file(teach_demo, monkeypatch):
+    def half_written(image, target, *args, **kwargs):
+        Path(target).write_bytes(b"\xff\xd8 half a JPEG")
+        raise OSError(28, "No space left on device")
+
+    data = encoded(gradient(20, 20))
+    monkeypatch.setattr(Image.Image, "save", half_written)
+    answer = teach_demo.teach(data, "A")
+    assert isinstance(answer, serve.Rejection)
+    assert "No space left on device" in answer.message and "--teach-dir" in answer.message
+    assert files_under(teach_demo.teach_dir) == []  # hidden temporaries included
+
+
+def test_teach_counts_count_photos_per_class(tmp_path):
+    for name in ("A/one.jpg", "A/two.PNG", "A/.three.jpg.tmp-x1.jpg", "A/notes.txt", "D/four.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "B").mkdir()
+    assert serve.teach_counts(tmp_path, CLASSES) == {"A": 2, "B": 0, "C": 0}
+    assert serve.teach_counts(tmp_path / "absent", CLASSES) == {"A": 0, "B": 0, "C": 0}
+    line = serve.counts_line({"A": 2, "B": 0, "C": 0})
+    assert "**A** 2 · **B** 0 · **C** 0" in line and "No photo yet: B, C" in line
+
+
+def test_demo_serves_the_model_training_rewrites(tmp_path):
+    model_file = tiny_model(tmp_path, ("backbone",))
+    demo = serve.Demo(load_classifier(model_file), tmp_path / "my-hand")
+    first = demo.classifier
+    assert demo.follow_model_file() is False and demo.classifier is first
+    tiny_model(tmp_path, ("backbone",))  # retrained: written again, atomically
+    assert demo.follow_model_file() is True and demo.classifier is not first
+    assert demo.reload_problem is None and demo.follow_model_file() is False
+    retrained = demo.classifier
+
+    model_file.write_bytes(b"not a model")  # a broken write: keep serving the last good model, and say so
+    assert demo.follow_model_file() is False and demo.classifier is retrained
+    assert str(model_file) in demo.reload_problem and "Still serving" in demo.reload_problem
+    assert isinstance(demo.classify(encoded(noise(20, 20))), serve.Prediction)
+    assert demo.follow_model_file() is False  # not loaded again until the files change again
+
+    tiny_model(tmp_path, ("backbone",))
+    assert demo.follow_model_file() is True and demo.reload_problem is None
+
+
 def spec_of(featurizers: tuple) -> FeatureSpec:
     return FeatureSpec(featurizers, "resnet50", IMAGE_SIZE, False, None)
 
@@ -192,7 +333,7 @@ def test_description_when_run_is_unknown_or_not_pretrained(featurizers, run, wor
 def test_serve_help_documents_every_option():
     text = subprocess.run([sys.executable, "-m", "asl_pipeline", "serve", "--help"], cwd=PROJECT,
                           capture_output=True, text=True, check=True).stdout
-    for option in ("--model", "--host", "--port", "127.0.0.1"):
+    for option in ("--model", "--host", "--port", "127.0.0.1", "--teach-dir", "data/my-hand", "data.extra_train"):
         assert option in text
 
 
@@ -232,18 +373,13 @@ def wait_for_line(lines: queue.Queue, words: str, seconds: float) -> list:
     pytest.fail(f"the server did not print {words!r} in {seconds} s; it printed:\n{''.join(seen)}")
 
 
-@pytest.fixture
-def running_server(hands_model):
-    """(URL, model file) of `python -m asl_pipeline serve` on a free port, stopped afterwards.
-
-    For the README screenshot (ASL_DEMO_SCREENSHOT=1) it serves the pipeline's own model, the default.
-    """
+@contextlib.contextmanager
+def serving(model_file: Path | None, teach_dir: Path):
+    """The URL of `python -m asl_pipeline serve` with this model (None: the default one) on a free port,
+    stopped afterwards."""
     port = free_port()
-    command = [sys.executable, "-m", "asl_pipeline", "serve", "--port", str(port)]
-    if os.environ.get("ASL_DEMO_SCREENSHOT") == "1":
-        model_file = PROJECT / "models" / "model.keras"
-    else:
-        model_file = hands_model
+    command = [sys.executable, "-m", "asl_pipeline", "serve", "--port", str(port), "--teach-dir", str(teach_dir)]
+    if model_file is not None:
         command += ["--model", str(model_file)]
     server = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = queue.Queue()
@@ -256,7 +392,7 @@ def running_server(hands_model):
     threading.Thread(target=read_output, daemon=True).start()
     try:
         wait_for_line(lines, f"URL: http://127.0.0.1:{port}", 120)
-        yield f"http://127.0.0.1:{port}", model_file
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         try:
@@ -264,6 +400,18 @@ def running_server(hands_model):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def running_server(hands_model, tmp_path):
+    """(URL, model file, teach folder) of the demo serving the tiny hands model.
+
+    For the README screenshot (ASL_DEMO_SCREENSHOT=1) it serves the pipeline's own model, the default.
+    """
+    teach_dir = tmp_path / "my-hand"
+    screenshot = os.environ.get("ASL_DEMO_SCREENSHOT") == "1"
+    with serving(None if screenshot else hands_model, teach_dir) as url:
+        yield url, PROJECT / "models" / "model.keras" if screenshot else hands_model, teach_dir
 
 
 @pytest.fixture
@@ -281,7 +429,7 @@ def browser_api():
 @pytest.mark.slow
 @needs_hand_model
 def test_page_in_a_real_browser(browser_api, running_server, tmp_path):
-    url, model_file = running_server
+    url, model_file, _ = running_server
     photo = SAMPLES / "B_test.jpg"
     classifier = load_classifier(model_file)
     expected = serve.Demo(classifier).classify(photo.read_bytes())
@@ -313,5 +461,49 @@ def test_page_in_a_real_browser(browser_api, running_server, tmp_path):
                 page.locator("input[type=file]").set_input_files(str(bad_file))
                 browser_api.expect(page.get_by_role("alert").filter(has_text=words)).to_be_visible(timeout=30_000)
                 browser_api.expect(letter).to_have_count(0)
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+@needs_hand_model
+def test_teach_mode_in_a_real_browser(browser_api, running_server):
+    url, model_file, teach_dir = running_server
+    letter = json.loads(ModelFiles(model_file).labels.read_text(encoding="utf-8"))[1]
+    photo = SAMPLES / f"{letter}_test.jpg"
+    with browser_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url)
+            page.get_by_text("Teach it your hand").click()
+            page.get_by_test_id("stSelectbox").click()
+            page.get_by_role("option", name=letter, exact=True).click()
+            save = page.get_by_role("button", name=f"Save as {letter}")
+            save.wait_for()  # the page has run again with the letter
+            page.locator("input[type=file]").set_input_files(str(photo))
+            browser_api.expect(page.get_by_text(photo.name)).to_be_visible(timeout=30_000)  # uploaded
+            save.click()
+            done = page.get_by_role("status").filter(has_text="The current model reads it as")
+            browser_api.expect(done).to_be_visible(timeout=60_000)
+            saved = files_under(teach_dir)
+            assert len(saved) == 1 and saved[0].parent == teach_dir / letter and TEACH_NAME.fullmatch(saved[0].name)
+            with Image.open(saved[0]) as jpeg:
+                assert jpeg.format == "JPEG"
+            assert images.load_rgb(saved[0]).shape == images.load_rgb(photo).shape
+            browser_api.expect(done).to_contain_text(str(saved[0]))
+            counts = page.get_by_test_id("stMarkdown").filter(has_text="per letter")
+            browser_api.expect(counts).to_contain_text(f"{letter} 1")
+            browser_api.expect(page.get_by_text("dvc repro", exact=False).first).to_be_visible()
+            if os.environ.get("ASL_TEACH_SCREENSHOT") == "1":
+                # Streamlit scrolls inside its own frame, so full_page stops at the window: make it tall enough.
+                page.set_viewport_size({"width": 1280, "height": 1050})
+                TEACH_SCREENSHOT.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(TEACH_SCREENSHOT), full_page=True)
+            # The form is cleared once saved: another page run (a new letter picked) saves nothing again.
+            page.get_by_test_id("stSelectbox").click()
+            page.get_by_role("option", name=letter, exact=True).click()
+            browser_api.expect(counts).to_contain_text(f"{letter} 1")
+            assert len(files_under(teach_dir)) == 1
         finally:
             browser.close()

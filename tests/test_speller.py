@@ -1,0 +1,83 @@
+"""speller.Speller on synthetic frame sequences: what is committed, when, and what is not."""
+import pytest
+
+from asl_pipeline.speller import Speller
+
+FPS = 10
+NO_HAND = ("nothing", 0.0, False)  # what a frame without a hand feeds, whatever the model read
+
+
+def frames(label: str, count: int, probability: float = 0.6, hand_found: bool | None = True) -> list:
+    return [(label, probability, hand_found)] * count
+
+
+def spell(sequence, **params) -> Speller:
+    speller = Speller(**params)
+    for index, (label, probability, hand_found) in enumerate(sequence):
+        speller.feed(label, probability, hand_found, index, index / FPS)
+    return speller
+
+
+def test_a_clean_word_commits_each_letter_once_at_the_frame_it_becomes_steady():
+    sequence = frames("C", 10) + frames("nothing", 5) + frames("A", 20) + frames("nothing", 5) + frames("B", 10)
+    speller = spell(sequence, window=6, min_share=0.7)
+    assert speller.text == "CAB"  # A held for 2 s is one A
+    assert [(event.label, event.frame, event.text) for event in speller.committed] == [
+        ("C", 4, "C"), ("A", 19, "CA"), ("B", 44, "CAB")]  # the 5th frame of each: 5 of 6 needed
+    assert speller.committed[1].seconds == pytest.approx(1.9)
+
+
+def test_flicker_between_two_letters_commits_neither_until_one_holds():
+    flicker = [("U", 0.6, True), ("V", 0.6, True)] * 6  # neither fills 5 of the last 6 frames
+    assert spell(flicker).text == ""
+    assert spell(flicker + frames("V", 5)).text == "V"
+
+
+def test_one_misread_frame_neither_stops_nor_repeats_a_letter():
+    sequence = frames("L", 4) + frames("I", 1) + frames("L", 12) + frames("I", 1) + frames("L", 12)
+    assert spell(sequence).text == "L"
+
+
+def test_low_probability_frames_are_ignored():
+    assert spell(frames("A", 20, probability=0.2), min_probability=0.4).text == ""
+    # Unsure frames in the middle of a held letter do not release it: still one A.
+    sequence = frames("A", 6) + frames("nothing", 6, probability=0.1) + frames("A", 6)
+    assert spell(sequence, min_probability=0.4).text == "A"
+
+
+def test_a_hand_that_leaves_mid_letter():
+    # Not held long enough before the hand left: nothing spelled.
+    assert spell(frames("B", 3) + [NO_HAND] * 10).text == ""
+    # Committed, then the hand leaves: the letter stays; a hand lost for a frame or two is not a release.
+    held = frames("B", 6) + [NO_HAND] * 2 + frames("B", 6)
+    assert spell(held).text == "B"
+    # Whatever a hand-landmark model reads without a hand, it is not a letter.
+    assert spell([("Q", 0.6, False)] * 10).text == ""
+
+
+def test_a_double_letter_needs_a_pause_between_the_two():
+    assert spell(frames("L", 20)).text == "L"
+    assert spell(frames("L", 8) + [NO_HAND] * 5 + frames("L", 8)).text == "LL"
+    assert spell(frames("L", 8) + frames("nothing", 5) + frames("L", 8)).text == "LL"
+
+
+def test_del_removes_the_last_character_and_is_harmless_on_empty_text():
+    speller = spell(frames("del", 10) + frames("H", 8) + frames("I", 8) + frames("del", 20))
+    assert speller.text == "H"  # one del for 2 s held: one character
+    assert [event.label for event in speller.committed] == ["del", "H", "I", "del"]
+    assert speller.committed[0].text == ""
+
+
+def test_space_commits_a_space():
+    speller = spell(frames("H", 8) + frames("I", 8) + frames("space", 8) + frames("Y", 8) + frames("O", 8))
+    assert speller.text == "HI YO"
+
+
+def test_a_model_without_hands_reads_every_frame():
+    assert spell(frames("K", 8, hand_found=None)).text == "K"
+
+
+@pytest.mark.parametrize("params", [dict(window=0), dict(min_share=0.5), dict(min_share=1.1)])
+def test_bad_params_are_refused(params):
+    with pytest.raises(ValueError):
+        Speller(**params)

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/<stem>_prediction.txt and, unless --no-heatmap, OUT/<stem>_heatmap.png (Grad-CAM of "
                     "the predicted class over the original image, for models with a backbone) and "
                     "OUT/<stem>_hand.png (the hand skeleton the model saw, for models that use hand "
-                    "landmarks). Exit status: 0 all images classified, "
+                    "landmarks) and, for a model reading hand landmarks alone, OUT/<stem>_keypoints.png (the "
+                    "skeleton with each joint coloured by its weight in the decision: which fingers decided "
+                    "the letter). Exit status: 0 all images classified, "
                     f"1 an image was unreadable or the model could not be loaded, {EXIT_NO_IMAGES} no images "
                     "found.")
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH",
@@ -51,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write OUT/predictions.json: a list of "
                               "{path, label, probability, top_k: [{label, probability}], hand_found}")
     predict.add_argument("--no-heatmap", action="store_true",
-                         help="skip Grad-CAM (faster): write no _heatmap.png or _hand.png files")
+                         help="skip the explanations (faster): write no _heatmap.png, _keypoints.png or "
+                              "_hand.png files")
     predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                          help="images per forward pass (default: %(default)s)")
     predict.set_defaults(run=predict_command)
@@ -202,6 +205,9 @@ def predict_command(args) -> int:
         if result.heatmap is not None:
             drawing.save_png(args.out / f"{name}_heatmap.png",
                              drawing.overlay(result.image, result.heatmap, drawing.HEATMAP_ALPHA))
+        if result.keypoint_weights is not None:
+            drawing.save_png(args.out / f"{name}_keypoints.png",
+                             drawing.draw_hand_weights(result.image, result.hand, result.keypoint_weights))
         if uses_hands and not args.no_heatmap:
             drawing.save_png(args.out / f"{name}_hand.png", drawing.draw_hand(result.image, result.hand))
         records.append({"path": str(result.path), "label": label, "probability": probability,

@@ -1,4 +1,5 @@
-"""The explain stage: Grad-CAM overlays and hand skeletons of typical and misclassified test images."""
+"""The explain stage: Grad-CAM overlays and hand skeletons of typical and misclassified test images; for a
+landmarks-only model the skeleton's joints are coloured by their weight in the decision."""
 import csv
 import dataclasses
 import re
@@ -98,7 +99,11 @@ class ExplainSummary:
 
 
 def explain_test_set(paths: Paths, params: ExplainParams, batch_size: int = BATCH_SIZE) -> ExplainSummary:
-    """Write plots/gradcam/: one titled picture per chosen test image and grid.png, all or nothing."""
+    """Write plots/gradcam/: one titled picture per chosen test image and grid.png, all or nothing.
+
+    The picture explains the model by its explainer (explainers.py): Grad-CAM beside the skeleton for a
+    model with a backbone, the skeleton with weighted joints for a landmarks-only model.
+    """
     classifier = load_classifier(paths.model_file)
     classes = classifier.classes
     test_paths, test_labels = dataset.read_manifest(paths.manifest("test"), classes)
@@ -119,7 +124,7 @@ def explain_test_set(paths: Paths, params: ExplainParams, batch_size: int = BATC
             title = (f"true {choice.label} / pred {classes[predicted]} "
                      f"(p={result.probabilities[predicted]:.2f})")
             image = explanation(result.image, result.heatmap, result.hand, classifier.spec.uses_hands,
-                                params.alpha)
+                                params.alpha, result.keypoint_weights)
             save_titled_overlay(tmp / f"{name}.png", image, title)
             grid.append((image, title))
             wrong += choice.misclassified_as is not None

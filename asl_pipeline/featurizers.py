@@ -126,6 +126,27 @@ def vector_from_points(points: np.ndarray, spec: FeatureSpec, confidence=None) -
     return np.concatenate(blocks).astype(np.float32)
 
 
+def feature_keypoints(features: tuple) -> np.ndarray:
+    """(hand_dim, 21): how much of each hand-vector feature belongs to each keypoint, for attributions.
+
+    Row f spreads feature f over the keypoints vector_from_points computes it from, summing to 1, in the
+    same group order: a keypoint coordinate belongs to its keypoint; a distance (i, j) half to i, half to
+    j; a joint angle (a, b, c) wholly to its vertex b, the joint whose bend it measures (a third to each
+    point would credit the wrist with every knuckle's bend at the base of a finger). The confidence
+    scalars and the found flag describe no keypoint: their rows are zero.
+    """
+    rows = {
+        "keypoints": lambda: np.repeat(np.eye(21), 3, axis=0),
+        "distances": lambda: 0.5 * (np.eye(21)[[i for i, _ in KEYPOINT_PAIRS]]
+                                    + np.eye(21)[[j for _, j in KEYPOINT_PAIRS]]),
+        "angles": lambda: np.eye(21)[[b for _, b, _ in JOINT_ANGLES]],
+        "confidence": lambda: np.zeros((GROUP_SIZES["confidence"], 21)),
+    }
+    blocks = [rows[group]() for group in features]
+    blocks.append(np.zeros((1, 21)))  # the found flag
+    return np.concatenate(blocks).astype(np.float32)
+
+
 def hand_found(hand_vectors: np.ndarray) -> np.ndarray:
     return hand_vectors[:, -1] > 0.5
 

@@ -17,8 +17,8 @@ import tensorflow as tf
 from asl_pipeline import hand_model, images, model
 from asl_pipeline.config import ModelFiles
 from asl_pipeline.errors import PipelineError
+from asl_pipeline.explainers import Explanations, explainer_for
 from asl_pipeline.featurizers import Featurizer, FeatureSpec, Prepared, crop_matrix
-from asl_pipeline.gradcam import GradCam
 
 BATCH_SIZE = 16
 
@@ -40,26 +40,30 @@ class Classifier:
         return tf.function(lambda x: self.network(x, training=False), reduce_retracing=True)
 
     @functools.cached_property
-    def _explainer(self) -> GradCam:
-        return GradCam(self.network)
+    def _explainer(self):
+        return explainer_for(self.network, self.spec)
 
     def analyse(self, photos, class_indices=None, with_heatmaps: bool = True) -> list:
-        """One Analysis (path None) per RGB uint8 photo, any sizes: probabilities, hand and heatmap.
+        """One Analysis (path None) per RGB uint8 photo, any sizes: probabilities, hand and explanation.
 
-        class_indices: per photo, the class whose heatmap to compute; None: the predicted class.
-        Heatmaps need the backbone: a landmarks-only model gets none.
+        class_indices: per photo, the class to explain; None: the predicted class. with_heatmaps: explain
+        at all, by the model's explainer (explainers.py): a heatmap for a model with a backbone, keypoint
+        weights for a landmarks-only model.
         """
         prepared = [self.featurizer.prepare(photo) for photo in photos]
         inputs = self.inputs(prepared)
-        if with_heatmaps and self.spec.uses_backbone:
-            maps, probabilities = self._explainer.heatmaps(
-                inputs, None if class_indices is None else np.asarray(class_indices))
-            maps = [_photo_heatmap(m, p, photo, self.spec) for m, p, photo in zip(maps, prepared, photos)]
+        if with_heatmaps:
+            explained = self._explainer(inputs, None if class_indices is None else np.asarray(class_indices))
         else:
-            maps, probabilities = [None] * len(photos), keras.ops.convert_to_numpy(self._forward(inputs))
+            explained = Explanations(keras.ops.convert_to_numpy(self._forward(inputs)))
+        maps = [None] * len(photos) if explained.heatmaps is None else [
+            _photo_heatmap(m, p, photo, self.spec) for m, p, photo in zip(explained.heatmaps, prepared, photos)]
+        weights = [None] * len(photos) if explained.keypoint_weights is None else list(explained.keypoint_weights)
         found = [p.hand is not None if self.spec.uses_hands else None for p in prepared]
-        return [Analysis(None, photo, np.asarray(row, np.float32), heatmap, p.hand, was_found)
-                for photo, row, heatmap, p, was_found in zip(photos, probabilities, maps, prepared, found)]
+        return [Analysis(None, photo, np.asarray(row, np.float32), heatmap, p.hand, was_found,
+                         keypoint_weights=weight)
+                for photo, row, heatmap, p, was_found, weight in zip(photos, explained.probabilities, maps,
+                                                                     prepared, found, weights)]
 
     def inputs(self, prepared: list[Prepared]) -> dict:
         """One batch of the network's inputs from prepared photos of any sizes."""
@@ -108,6 +112,9 @@ class Analysis:
     hand: object = None  # hands.Hand, or None when none was found or hands are not used
     hand_found: bool | None = None  # None when the model does not look for hands
     error: images.UnreadableImage | None = None
+    # (21,) weight per hand keypoint of a landmarks-only model, summing to 1 (all zero without a hand);
+    # None without explanations or for a model with a backbone, which gets the heatmap instead.
+    keypoint_weights: np.ndarray | None = None
 
 
 def _photo_heatmap(heatmap: np.ndarray, prepared: Prepared, photo: np.ndarray, spec: FeatureSpec):

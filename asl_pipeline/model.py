@@ -127,12 +127,16 @@ def svm_head(svc, num_classes: int, feature_mean, feature_variance) -> keras.Mod
     vectors = svc.support_vectors_.astype(np.float32)
     # libsvm's one-vs-one decision for (i, j): the dual coefficients of i's support vectors from row j-1,
     # those of j's from row i, plus the intercept.
+    # With two classes scikit-learn flips the signs of dual_coef_ and intercept_ (so that a positive
+    # decision_function means classes_[1]); libsvm's own, positive when class 0 wins, are their negatives.
+    sign = -1.0 if num_classes == 2 else 1.0
+    dual_coef, intercept = sign * svc.dual_coef_, sign * svc.intercept_
     owner = np.repeat(np.arange(num_classes), svc.n_support_)
     pairs = class_pairs(num_classes)
     weights = np.zeros((len(vectors), len(pairs)), np.float32)
     for k, (i, j) in enumerate(pairs):
-        weights[owner == i, k] = svc.dual_coef_[j - 1, owner == i]
-        weights[owner == j, k] = svc.dual_coef_[i, owner == j]
+        weights[owner == i, k] = dual_coef[j - 1, owner == i]
+        weights[owner == j, k] = dual_coef[i, owner == j]
     kernel = RBFKernel(len(vectors), float(svc._gamma), name="rbf_kernel")
     decisions = keras.layers.Dense(len(pairs), trainable=False, dtype="float32", name="one_vs_one")
     head = keras.Sequential([keras.Input((vectors.shape[1],)), _standardize(vectors.shape[1], feature_mean,
@@ -140,7 +144,7 @@ def svm_head(svc, num_classes: int, feature_mean, feature_variance) -> keras.Mod
                              kernel, decisions, OneVsOneScores(num_classes, name="logits"), _probabilities()],
                             name="head")
     kernel.vectors.assign(vectors)
-    decisions.set_weights([weights, svc.intercept_.astype(np.float32)])
+    decisions.set_weights([weights, intercept.astype(np.float32)])
     return head
 
 

@@ -54,6 +54,7 @@ class Prediction:
     ranked: list  # [(label, probability)] best first
     heatmap: np.ndarray | None  # Grad-CAM over the photo, RGB; None for a landmarks-only model
     skeleton: np.ndarray | None  # the hand the model saw (or "no hand found"), RGB; None without hands
+    keypoints: np.ndarray | None  # the skeleton, joints coloured by weight, RGB; for a landmarks-only model
     hand_found: bool | None  # None when the model does not look for hands
     warning: str | None  # shown beside the result, e.g. when no hand was found
 
@@ -169,11 +170,13 @@ def prediction(analysis, classes, k: int) -> Prediction:
     heatmap = None if analysis.heatmap is None else drawing.overlay(photo, analysis.heatmap, drawing.HEATMAP_ALPHA)
     skeleton = None if analysis.hand_found is None else for_display(drawing.draw_hand(analysis.image,
                                                                                       analysis.hand))
+    keypoints = None if analysis.keypoint_weights is None else for_display(drawing.draw_hand_weights(
+        analysis.image, analysis.hand, analysis.keypoint_weights))
     warning = None
     if analysis.hand_found is False:
         warning = ("No hand found in this photo, so the model did not see the hand it was trained to read "
                    "and this prediction is unreliable. Try a photo with the whole hand in view, in good light.")
-    return Prediction(ranked[0][0], ranked, heatmap, skeleton, analysis.hand_found, warning)
+    return Prediction(ranked[0][0], ranked, heatmap, skeleton, keypoints, analysis.hand_found, warning)
 
 
 def training_run(run: dict) -> str:
@@ -452,6 +455,8 @@ def show_prediction(st, answer: Prediction) -> None:
         shown.append((answer.heatmap, f"Grad-CAM: where the model looked for {answer.label}"))
     if answer.skeleton is not None:
         shown.append((answer.skeleton, "Hand landmarks the model saw" if answer.hand_found else "No hand found"))
+    if answer.keypoints is not None and answer.hand_found:
+        shown.append((answer.keypoints, f"Which joints decided {answer.label}"))
     with pictures:
         # Two columns whatever is shown, so that a single picture is not stretched to twice the size.
         for column, (picture, caption) in zip(st.columns(2), shown):

@@ -1,4 +1,5 @@
-"""Stage explain: Grad-CAM overlays and hand skeletons of typical and misclassified test images, in plots/gradcam/."""
+"""Stage explain: Grad-CAM overlays, or for a landmarks-only model hand skeletons with joints coloured by their
+weight, of typical and misclassified test images, in plots/gradcam/."""
 from asl_pipeline.config import load_params, project_paths
 from asl_pipeline.errors import exit_on_pipeline_error
 from asl_pipeline.explain import explain_test_set

@@ -158,6 +158,16 @@ def test_svm_head_scores_rank_classes_as_scikit_learns_svc():
     assert not (theirs.argmax(axis=1) == y).all()  # overlapping: a non-trivial ranking was reproduced
 
 
+def test_two_class_svm_head_predicts_as_scikit_learns_svc():
+    """With two classes scikit-learn flips the signs of dual_coef_ and intercept_; the head must not."""
+    x, y = clusters(2, 50, spread=2.0, seed=4)
+    svc, mean, variance, standardized = fit_svc(x[:80], y[:80])
+    head = model.svm_head(svc, 2, mean, variance)
+    theirs = svc.predict((x - mean) / np.sqrt(variance))
+    assert (head.predict(x, verbose=0).argmax(axis=1) == theirs).mean() >= 0.99
+    assert (theirs == y).mean() > 0.8
+
+
 def test_svm_head_needs_every_class():
     x, y = clusters(3, 20)
     svc, mean, variance, _ = fit_svc(x[y < 2], y[y < 2])

@@ -165,7 +165,7 @@ def test_hands_model_reports_hand_found_and_draws_the_skeleton(tmp_path, hands_m
 
 
 @needs_bundle
-def test_landmarks_only_model_draws_the_hand_and_no_heatmap(tmp_path, capsys):
+def test_landmarks_only_model_draws_the_hand_and_its_keypoint_weights(tmp_path, capsys):
     from asl_pipeline.model import assemble, build_head
     from helpers import make_spec
 
@@ -178,7 +178,9 @@ def test_landmarks_only_model_draws_the_hand_and_no_heatmap(tmp_path, capsys):
     image = write_image(tmp_path / "noise.png")
     assert predict(image, "--model", model_file, "--out", out, "--json") == 0
     assert capsys.readouterr().out.strip().endswith("(no hand found)")
-    assert sorted(p.name for p in out.iterdir()) == ["noise_hand.png", "noise_prediction.txt", "predictions.json"]
+    # _keypoints.png: the joints coloured by weight (here "no hand found"), tests/test_keypoint_attribution.py
+    assert sorted(p.name for p in out.iterdir()) == ["noise_hand.png", "noise_keypoints.png", "noise_prediction.txt",
+                                                     "predictions.json"]
     [record] = json.loads((out / "predictions.json").read_text())
     assert record["hand_found"] is False
     # No hand: the hand vector is all zeros, and the model still gives a probability per class.

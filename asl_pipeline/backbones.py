@@ -103,3 +103,11 @@ def resolve_weights(name: str, weights: str, image_size: int):
         return build_backbone(name, image_size, str(path)), f"file {path}", True
     except Exception as error:
         raise PipelineError(f"cannot load backbone weights from {path}: {error}") from error
+
+
+def resize_layer(image_size: int):
+    """The one resize (a Keras layer) used by data loading and inside the saved model, so both see the same
+    pixels."""
+    import keras  # here, not at the top: params validation imports this module and need not load Keras
+
+    return keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")

@@ -219,7 +219,7 @@ class TrainParams:
     seed: int
     distribute: str = "none"  # one of DISTRIBUTE
     landmark_copies: int = 0  # hand landmarks: reshaped copies of every training hand (augment.py)
-    extra_weight: float = 1.0  # weight of a data.extra_train photo in the head's loss, a Kaggle frame's is 1
+    extra_weight: int = 1  # a data.extra_train photo counts this many times, a dataset photo once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,7 +392,7 @@ def parse_params(raw) -> Params:
         seed=t.integer("seed", 0),
         distribute=t.choice("distribute", DISTRIBUTE),
         landmark_copies=t.integer("landmark_copies", 0),
-        extra_weight=t.positive("extra_weight"),
+        extra_weight=t.integer("extra_weight", 1),
     )
     if train.landmark_copies and model.featurizers != ("hand_landmarks",):
         raise PipelineError(f"params.yaml: 'train.landmark_copies' is {train.landmark_copies}, but reshaped hands "

@@ -252,10 +252,10 @@ class Featurizer:
         """
         import tensorflow as tf
 
-        from asl_pipeline import model
+        from asl_pipeline import backbones
 
         spec = self.spec
-        resize = model.resize_layer(spec.image_size)
+        resize = backbones.resize_layer(spec.image_size)
         no_image, no_hand = np.zeros((1, 1, 3), np.uint8), np.zeros(0, np.float32)
 
         def load(path, index):

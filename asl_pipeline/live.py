@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from asl_pipeline import drawing
-from asl_pipeline.serve import MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, BadUpload, read_photo
+from asl_pipeline.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, BadUpload, read_photo
 from asl_pipeline.speller import Speller
 
 MAX_SESSIONS = 8  # one model thread serves them all: more open tabs would each get too few frames a second

@@ -148,13 +148,8 @@ def svm_head(svc, num_classes: int, feature_mean, feature_variance) -> keras.Mod
     return head
 
 
-def resize_layer(image_size: int) -> keras.layers.Layer:
-    """The one resize used by data loading and inside the saved model, so both see the same pixels."""
-    return keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")
-
-
 def preprocessing_layers(backbone: str, image_size: int):
-    return [resize_layer(image_size), BackbonePreprocess(backbone, name="preprocess")]
+    return [backbones.resize_layer(image_size), BackbonePreprocess(backbone, name="preprocess")]
 
 
 def assemble(spec: FeatureSpec, backbone_model: keras.Model | None, head: keras.Model) -> keras.Model:

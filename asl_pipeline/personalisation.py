@@ -1,8 +1,8 @@
 """How much k photos per letter of a new signer lift that signer's other photos: "teach it your hand", measured.
 
 For each signer of the other-people sets (file names carry the signer: hand3_A1.jpg, user4_B2.jpg), k photos
-per letter of that signer join the training rows, as data.extra_train photos do (weight train.extra_weight,
-reshaped copies like every training hand), the head is trained as the train stage trains it, and it reads
+per letter of that signer join the training rows, as data.extra_train photos do (each counted
+train.extra_weight times, with reshaped copies like every training hand), the head is trained as the train stage trains it, and it reads
 that signer's other photos. k = 0 is the model without them. Draws of the k photos are repeated with other
 seeds and averaged. Only `make bench` runs this: it trains on the dev sets' photos by design, so no model of
 the pipeline ever does.
@@ -15,7 +15,7 @@ import numpy as np
 from asl_pipeline import training
 from asl_pipeline.config import DATASET_ORIGIN, TrainParams
 
-TAUGHT_ORIGIN = "taught"  # the origin of a signer's photos in training: any origin but the dataset's weighs extra_weight
+TAUGHT_ORIGIN = "taught"  # a taught photo's origin in training: like any origin but the dataset's, it counts extra_weight times
 _SIGNER = re.compile(r"^([A-Za-z]+\d+)_")
 
 
@@ -65,9 +65,9 @@ def personalisation(train_arrays: dict, y_train: np.ndarray, signer_sets: dict, 
                 arrays = {"hand": np.concatenate([train_arrays["hand"], vectors[taught]]),
                           "origins": np.concatenate([np.full(len(y_train), DATASET_ORIGIN),
                                                      np.full(len(taught), TAUGHT_ORIGIN)])}
-                x, y, weights = training.training_rows(arrays, np.concatenate([y_train, labels[taught]]), spec,
+                x, y = training.training_rows(arrays, np.concatenate([y_train, labels[taught]]), spec,
                                                        params)
-                head, _ = training.train_head(x, y, x[:0], y[:0], num_classes, params, (), weights)
+                head, _ = training.train_head(x, y, x[:0], y[:0], num_classes, params)
                 predicted = head.predict(vectors[rest], verbose=0).argmax(axis=1)
                 accuracies.append(float(np.mean(predicted == labels[rest])))
                 scored = len(rest)

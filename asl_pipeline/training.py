@@ -58,10 +58,10 @@ def _fit(network, optimizer_lr, train, val, epochs, patience, batch_size, callba
                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     monitor = "val_loss" if val is not None else "loss"
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
-    x, y, weights = train if isinstance(train, tuple) else (train, None, None)
+    x, y = train if isinstance(train, tuple) else (train, None)
     arrays = y is not None  # a tf.data dataset comes batched and shuffled already
-    history = network.fit(x, y, sample_weight=weights, validation_data=val, epochs=epochs, shuffle=arrays,
-                          verbose=2, batch_size=batch_size if arrays else None, callbacks=[stop, *callbacks])
+    history = network.fit(x, y, validation_data=val, epochs=epochs, shuffle=arrays, verbose=2,
+                          batch_size=batch_size if arrays else None, callbacks=[stop, *callbacks])
     losses = history.history[monitor]
     best = int(np.argmin(losses))
     return {key: float(values[best]) for key, values in history.history.items()} | {
@@ -69,28 +69,33 @@ def _fit(network, optimizer_lr, train, val, epochs, patience, batch_size, callba
 
 
 def training_rows(arrays: dict, y: np.ndarray, spec, params: TrainParams):
-    """(x, y, sample weights) the head learns from: a train feature file's rows, then params.landmark_copies
-    reshaped copies of them (augment.py); a data.extra_train photo weighs params.extra_weight, a dataset
-    photo 1."""
+    """(x, y) the head learns from: a train feature file's rows and params.landmark_copies reshaped copies of
+    each (augment.py); a data.extra_train photo counts params.extra_weight times, each time with copies of
+    its own.
+
+    Counting, not a loss weight: with the SVM head a per-photo weight scales its C, which changed nothing at
+    C=100 (1, 5 and 20 gave identical personalisation figures), while more reshaped copies of a new signer's
+    few photos cover more of the ways they can look.
+    """
     from asl_pipeline import augment, features
 
     x = features.head_input(arrays, spec)
-    weights = np.where(arrays["origins"] == DATASET_ORIGIN, 1.0, params.extra_weight)
+    extra = arrays["origins"] != DATASET_ORIGIN
+    repeats = np.where(extra, params.extra_weight, 1)
+    x, y = np.repeat(x, repeats, axis=0), np.repeat(y, repeats)
     if params.landmark_copies:
         x = np.concatenate([x, augment.augmented_copies(x, spec, params.landmark_copies, params.seed)])
-        y, weights = np.tile(y, params.landmark_copies + 1), np.tile(weights, params.landmark_copies + 1)
-    return x, y, weights
+        y = np.tile(y, params.landmark_copies + 1)
+    return x, y
 
 
-def train_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=(),
-               sample_weight=None):
+def train_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=()):
     """Fit the head that `params.head` names on features; returns it with a summary of its scores."""
     fit = {"svm": _train_svm_head, "mlp": _train_mlp_head}[params.head]
-    return fit(train_x, train_y, val_x, val_y, num_classes, params, callbacks, sample_weight)
+    return fit(train_x, train_y, val_x, val_y, num_classes, params, callbacks)
 
 
-def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=(),
-                    sample_weight=None):
+def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=()):
     """An RBF SVM (scikit-learn, deterministic) on the standardized features, in one step.
 
     Measured on the sample with hand landmarks: as accurate as the mlp head on held-out Kaggle frames
@@ -101,8 +106,7 @@ def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: Tr
     mean, variance = train_x.mean(axis=0), train_x.var(axis=0)
     # The same standardization as the Keras layer in front of the kernel (it floors the deviation too).
     scale = np.maximum(np.sqrt(variance), keras.config.epsilon())
-    svc = SVC(C=params.svm_c, kernel="rbf", gamma="scale").fit((train_x - mean) / scale, train_y,
-                                                               sample_weight=sample_weight)
+    svc = SVC(C=params.svm_c, kernel="rbf", gamma="scale").fit((train_x - mean) / scale, train_y)
     head = model.svm_head(svc, num_classes, mean, variance)
     head.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     logs = dict(zip(("loss", "accuracy"), head.evaluate(train_x, train_y, verbose=0)))
@@ -113,14 +117,13 @@ def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: Tr
     return head, {key: float(value) for key, value in logs.items()} | {"best_epoch": 1, "epochs_run": 1}
 
 
-def _train_mlp_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=(),
-                    sample_weight=None):
+def _train_mlp_head(train_x, train_y, val_x, val_y, num_classes: int, params: TrainParams, callbacks=()):
     """Dense layers by Adam; keeps the weights of the epoch with the lowest val loss."""
     head = model.build_head(train_x.shape[1], num_classes, params.hidden_units, params.dropout,
                             train_x.mean(axis=0), train_x.var(axis=0))
     val = (val_x, val_y) if len(val_y) else None
-    summary = _fit(head, params.learning_rate, (train_x, train_y, sample_weight), val, params.epochs,
-                   params.patience, params.batch_size, callbacks)
+    summary = _fit(head, params.learning_rate, (train_x, train_y), val, params.epochs, params.patience,
+                   params.batch_size, callbacks)
     return head, summary
 
 

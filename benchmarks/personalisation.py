@@ -85,7 +85,7 @@ def table(figures: dict) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=3, help="draws of the k photos per signer and k")
-    parser.add_argument("--extra-weight", type=float, nargs="*", default=[],
+    parser.add_argument("--extra-weight", type=int, nargs="*", default=[],
                         help="also measure k=1 with these train.extra_weight values")
     args = parser.parse_args()
     figures = measure(args.draws, args.extra_weight)

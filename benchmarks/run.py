@@ -23,6 +23,8 @@ Keys (see benchmarks/README.md for the figures measured here):
   spell_fps               frames per second of `spell` (video.spell) on an MJPG video of the photos, default model
   live_page_fps           frames per second through the demo page's live endpoint (asl_pipeline/live.py): the
                           same photos as JPEGs posted over HTTP one at a time, each answer awaited, default model
+  personalisation_k<k>_<set>   accuracy on a new signer's other photos after k photos per letter of theirs
+                          joined training (benchmarks/personalisation.py), mean over the set's signers
   scale_linearity         wall time per image of `dvc repro` split..evaluate on 4N images over N (the
                           sample), in throwaway copies of the project (--skip-scale leaves it out)
 
@@ -48,6 +50,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 SHARED = REPO.parent / "shared"
 SAMPLE = SHARED / "data" / "asl-sample"
 TRAIN_DIR = SAMPLE / "asl_alphabet_train"
@@ -65,6 +68,8 @@ TARGETS = {  # key: (comparison, bound)
     "scale_linearity": ("<=", 1.15),
     "predict_ms_per_image": ("<=", 100),
     "live_page_fps": (">=", 10),
+    "personalisation_k1_asl-other-dev": (">=", 0.90),
+    "personalisation_k1_asl-webcam-dev": (">=", 0.85),
 }
 
 
@@ -161,7 +166,7 @@ class Bench:
                        for name, spec in self.specs.items()}
         # The ceiling: the same embedder, compiled, on in-memory float32 batches of the same resized photos.
         import tensorflow as tf
-        resize = model.resize_layer(size)
+        resize = backbones.resize_layer(size)
         resized = np.stack([np.asarray(resize(images.load_rgb(TRAIN_DIR / p).astype(np.float32)))
                             for p in self.paths])
         self.batches = [tf.constant(resized[i:i + batch]) for i in range(0, self.n, batch)]
@@ -680,6 +685,8 @@ def main():
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "asl-pipeline-bench"),
                         help="outside the repo: the 4N dataset (built once, reused) and the project copies")
     parser.add_argument("--keep-projects", action="store_true")
+    parser.add_argument("--skip-personalisation", action="store_true",
+                        help="leave out the personalisation run (~10 min here); keeps the last figures, marked")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -711,6 +718,10 @@ def main():
                            "before it",
              "others_cores": "cores other processes kept busy during a measurement (shared machine); "
                              "throughput figures come from the quietest of the interleaved rounds",
+             "personalisation": "benchmarks/personalisation.py: per signer of evaluate.extra_sets, k photos per "
+                                "letter of that signer added to the train features (counted train.extra_weight "
+                                "times, reshaped copies as train makes), the svm head trained, that signer's other "
+                                "photos scored; 3 draws of the k photos, mean; _k1_<set>: mean over the set's signers",
              "scale_linearity": "dvc repro -s split, featurize, train, evaluate (default featurizers, "
                                 "per_class all, no extra sets) on 4N photos over N, per photo"}
     results = {}
@@ -734,14 +745,22 @@ def main():
                 about["predict_ms_per_image_repo_model"] = f"models/model.keras of this checkout ({bench.repo_model})"
             results |= memory(args)
     carried = []
+    if args.skip_personalisation:
+        for key, value in previous.items():
+            if key.startswith("personalisation"):
+                results[key] = value
+                carried.append(key)
+    elif not args.scale_only:
+        import personalisation  # benchmarks/personalisation.py
+
+        log("personalisation: k photos per letter of each other signer in training (long)")
+        results |= personalisation.measure()
     if args.skip_scale:
         for key, value in previous.items():
             if key.startswith("scale_") and isinstance(value, (int, float)):
                 results[key] = value
                 carried.append(key)
-        if carried:
-            about["carried_over"] = carried
-            about["scale_measured"] = previous.get("about", {}).get("scale_measured")
+        about["scale_measured"] = previous.get("about", {}).get("scale_measured")
     else:
         log("scale: dvc repro on N and 4N photos (long)")
         try:
@@ -756,6 +775,8 @@ def main():
         results = keep | results
         about = {**previous.get("about", {}), "scale_measured": about["date"],
                  "scale_command": about["command"], "scale_runs": getattr(scale, "details", None)}
+    if carried:
+        about["carried_over"] = carried
     about["load_average_end"] = os.getloadavg()
     results = {key: round(value, 4) if isinstance(value, float) else value for key, value in results.items()}
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -39,9 +39,9 @@ def main():
     with atomic_dir(paths.plots / "train") as live_dir, atomic_files(*outputs) as tmp:
         with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live, strategy.scope():
             logger = training.LiveLogger(live)
-            train_x, train_y, weights = training.training_rows(train, y_train, spec, t)
+            train_x, train_y = training.training_rows(train, y_train, spec, t)
             head, summary = training.train_head(train_x, train_y, features.head_input(val, spec), y_val,
-                                                len(classes), t, [logger], weights)
+                                                len(classes), t, [logger])
             backbone_model = None
             if spec.uses_backbone:
                 backbone_model = training.build_backbone_from(paths.features / "backbone.weights.h5",

@@ -67,14 +67,17 @@ def test_reshaping_needs_the_keypoints():
         augment.augmented_copies(np.zeros((1, spec.hand_dim), np.float32), spec, 1, seed=0)
 
 
-def test_training_rows_add_copies_and_weigh_extra_photos():
+def test_training_rows_add_copies_and_count_extra_photos_more():
     rows = vectors(3)
     arrays = {"hand": rows, "origins": np.array([DATASET_ORIGIN, "data/my-hand", DATASET_ORIGIN, DATASET_ORIGIN])}
     y = np.array([0, 1, 2, 0])
-    x, y_out, weights = training.training_rows(arrays, y, SPEC, train_params(landmark_copies=2, extra_weight=5.0))
-    assert len(x) == len(y_out) == len(weights) == 12
-    np.testing.assert_array_equal(x[:4], rows)
-    np.testing.assert_array_equal(y_out, np.tile(y, 3))
-    np.testing.assert_array_equal(weights, np.tile([1.0, 5.0, 1.0, 1.0], 3))
-    plain = training.training_rows(arrays, y, SPEC, train_params())
-    assert len(plain[0]) == 4 and (plain[2] == [1.0, 1.0, 1.0, 1.0]).all()
+    x, y_out = training.training_rows(arrays, y, SPEC, train_params(landmark_copies=2, extra_weight=3))
+    counted = np.array([0, 1, 1, 1, 2, 3])  # the extra photo three times
+    assert len(x) == len(y_out) == 3 * len(counted)
+    np.testing.assert_array_equal(x[:6], rows[counted])
+    np.testing.assert_array_equal(y_out, np.tile(y[counted], 3))
+    # Each count of the extra photo gets reshaped copies of its own, not the same ones again.
+    copies_of_extra = x[6:][np.tile(counted, 2) == 1]
+    assert len(np.unique(copies_of_extra.round(5), axis=0)) == len(copies_of_extra) == 6
+    plain_x, plain_y = training.training_rows(arrays, y, SPEC, train_params())
+    np.testing.assert_array_equal(plain_x, rows) and np.testing.assert_array_equal(plain_y, y)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from asl_pipeline import images, live, serve
+from asl_pipeline import images, live, serve, uploads
 from asl_pipeline.inference import load_classifier
 from helpers import needs_sample
 from test_serve import CHROMIUM, CHROMIUM_ARGS, PROJECT, browser_api, serving  # noqa: F401 (a fixture)
@@ -96,7 +96,7 @@ def test_a_bad_frame_is_refused_with_a_message_and_never_reaches_the_model(data,
 
 
 def test_a_frame_over_the_pixel_limit_is_refused_from_its_header(monkeypatch):
-    monkeypatch.setattr(serve, "MAX_PIXELS", 30 * 30)
+    monkeypatch.setattr(uploads, "MAX_PIXELS", 30 * 30)
     monkeypatch.setattr(serve.images, "decode_rgb", lambda *args: pytest.fail("decoded a refused frame"))
     sessions = live.LiveSessions(demo=None)
     with pytest.raises(live.LiveError, match="31 x 30 pixels"):

@@ -82,7 +82,7 @@ NUMBER_RULES = {  # param: (bad values, what the message must say is allowed)
     "train.fine_tune_epochs": ([-1], ">= 0"),
     "train.svm_c": ([0, -1.0, "big", math.inf], "> 0"),
     "train.landmark_copies": ([-1, 1.5, "four"], ">= 0"),
-    "train.extra_weight": ([0, -2.0, "heavy", math.nan], "> 0"),
+    "train.extra_weight": ([0, -2, 2.5, "heavy"], ">= 1"),
     "hands.min_detection_confidence": ([-0.1, 1.5, "high"], "[0, 1]"),
     "hands.min_presence_confidence": ([1.01, math.nan], "[0, 1]"),
     "hands.fallback_min_presence": ([1.5, -1, "off"], "[0, 1]"),

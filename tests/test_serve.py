@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from asl_pipeline import cli, images, serve
+from asl_pipeline import cli, images, serve, uploads
 from asl_pipeline.config import HandsParams, ModelFiles
 from asl_pipeline.featurizers import FeatureSpec
 from asl_pipeline.inference import load_classifier
@@ -121,7 +121,7 @@ def test_bad_upload_gets_a_message_and_the_demo_keeps_serving(backbone_demo, dat
 
 
 def test_too_many_pixels_is_rejected(backbone_demo, monkeypatch):
-    monkeypatch.setattr(serve, "MAX_PIXELS", 30 * 30)
+    monkeypatch.setattr(uploads, "MAX_PIXELS", 30 * 30)
     answer = backbone_demo.classify(encoded(noise(31, 30)))
     assert isinstance(answer, serve.Rejection) and "31 pixels" in answer.message
 
@@ -245,7 +245,7 @@ def test_teach_refuses_what_classify_refuses_and_saves_nothing(teach_demo, data,
 
 
 def test_teach_refuses_too_many_pixels(tmp_path, monkeypatch):
-    monkeypatch.setattr(serve, "MAX_PIXELS", 30 * 30)
+    monkeypatch.setattr(uploads, "MAX_PIXELS", 30 * 30)
     with pytest.raises(serve.BadUpload, match="31 pixels"):
         serve.save_teach_photo(encoded(gradient(31, 30)), "A", CLASSES, tmp_path)
     assert files_under(tmp_path) == []

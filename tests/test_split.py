@@ -389,3 +389,16 @@ def test_manifest_paths_are_relative_posix_and_exist(tmp_path):
         assert dataset.read_manifest(manifest, CLASSES) == ([r["path"] for r in rows], [r["label"] for r in rows])
     for item in manifests["train"]:
         assert Path(item.path).parent.name == item.label
+
+
+def test_every_class_keeps_a_frame_block_for_training_however_few_it_has(tmp_path):
+    """A class of two frame blocks with val and test asking for 40% each would lose both blocks to them and
+    leave the head nothing to learn the class from; the split keeps one for training."""
+    raw = make_raw(tmp_path, {"A": range(1, 11), "B": range(1, 3), "C": range(1, 11)})
+    manifests, _ = dataset.make_split(raw, tmp_path, params(strategy="block", block_size=1, val_fraction=0.4,
+                                                             test_fraction=0.4))
+    for label in CLASSES:
+        assert any(item.label == label for item in manifests["train"]), label
+    # B's two blocks: one trains, the other goes to test (asked first); val gets none of B.
+    assert [item.label for item in manifests["test"]].count("B") == 1
+    assert [item.label for item in manifests["val"]].count("B") == 0

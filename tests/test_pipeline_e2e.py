@@ -6,9 +6,11 @@ switch to the mlp head, fine-tune, and drop the backbone for hand landmarks alon
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("dvc", path=str(Path(sys.executable).parent)) is None
                        and shutil.which("dvc") is None, reason="dvc is not installed"),
 ]
-SET_SCALARS = {"n", "accuracy", "macro_f1", "top_3_accuracy", "hand_found"}
+SET_SCALARS = {"n", "accuracy", "macro_f1", "top_3_accuracy", "mirror_consistency", "hand_found"}
 
 
 def _run(args, cwd, expect_success=True):
@@ -42,6 +44,10 @@ def _run(args, cwd, expect_success=True):
         assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     result.output = result.stdout + result.stderr  # DVC prints progress to both
     return result
+
+
+def stages_run(output: str) -> set:
+    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def _json(project, name):
@@ -60,12 +66,13 @@ def project(tmp_path_factory):
         for photo in sorted((OTHER_DEV / label).glob("*.jpg"))[:3]:
             shutil.copy2(photo, extra / label / photo.name)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["local_dir"] = str(SAMPLE)
+    # Relative, as the default is: queued experiments run in a copy under .dvc/tmp/exps/ and must find it.
+    params["data"]["local_dir"] = os.path.relpath(SAMPLE, root)
     params["split"].update(classes=CLASSES, per_class=24)
     params["model"].update(featurizers=["backbone", "hand_landmarks"], weights="none", image_size=32)
     params["hands"].update(source="auto", local_file=str(HAND_BUNDLE))
     params["featurize"].update(crop_to_hand=False, augment_copies=0)
-    params["train"].update(head="svm", epochs=3, patience=2, fine_tune_epochs=0)
+    params["train"].update(head="svm", epochs=3, patience=2, fine_tune_epochs=0, landmark_copies=0)
     params["evaluate"].update(extra_sets=[str(extra)])
     params["explain"].update(per_class=1, max_misclassified=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -77,8 +84,8 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_then_is_up_to_date(project):
     output = _run(["dvc", "repro"], project).output
-    for stage in ("download", "hand_model", "split", "featurize", "train", "evaluate", "explain"):
-        assert f"Running stage '{stage}'" in output
+    assert stages_run(output) == {"download", "extra_train", "hand_model", "split", "featurize", "train", "evaluate",
+                                  "explain"}
     for produced in ("models/model.keras", "models/labels.json", "models/featurizers.json", "models/run.json",
                      "models/MODEL_CARD.md", "models/hand_landmarker.task", "metrics/evaluate.json",
                      "metrics/evaluate_details.json", "metrics/featurize.json", "metrics/hands.json",
@@ -113,10 +120,11 @@ def test_repro_runs_every_stage_then_is_up_to_date(project):
     assert set(featurize["hand_found"]) >= {"train", "val", "test", "all_outside_nothing"}
     assert set(_json(project, "metrics/hands_per_class.json")["train"]) == set(CLASSES)
     with np.load(project / "data/features/train.npz") as train:
-        assert train["backbone"].shape[1] == 2048 and train["hand"].shape[1] == 63 + 210 + 15 + 4
+        assert train["backbone"].shape[1] == 2048 and train["hand"].shape[1] == 63 + 210 + 15 + 1
 
-    assert "Data and pipelines are up to date" in _run(["dvc", "repro"], project).output
-    assert "Data and pipelines are up to date" in _run(["dvc", "repro", "split"], project).output
+    # extra_train hashes data.extra_train's folders on every run (DVC cannot); unchanged, nothing else runs.
+    assert stages_run(_run(["dvc", "repro"], project).output) == {"extra_train"}
+    assert stages_run(_run(["dvc", "repro", "split"], project).output) == {"extra_train"}
 
 
 def test_a_failed_stage_keeps_its_previous_outputs_and_repro_resumes(project):
@@ -131,7 +139,7 @@ def test_a_failed_stage_keeps_its_previous_outputs_and_repro_resumes(project):
     assert "'evaluate.top_k' is 0" in failed.output
     assert {name: (project / name).read_bytes() for name in outputs} == before
     params.write_text(good)
-    assert "Running stage" not in _run(["dvc", "repro"], project).output  # all up to date again
+    assert stages_run(_run(["dvc", "repro"], project).output) == {"extra_train"}  # all up to date again
 
 
 def test_exp_run_with_the_mlp_head_reuses_features(project):
@@ -146,7 +154,8 @@ def test_exp_run_with_the_mlp_head_reuses_features(project):
     header = _run(["dvc", "exp", "show", "--no-pager", "--csv"], project).output.splitlines()[0].split(",")
     assert {"train.head", "train.epochs"} <= set(header)
     metric_columns = header[header.index("parent") + 1:header.index("data.source")]  # before the params
-    assert metric_columns == ["hand_found"] + [f"{metric}.{name}" for metric in ("accuracy", "macro_f1")
+    assert metric_columns == ["hand_found"] + [f"{metric}.{name}" for metric in ("accuracy", "mirror_consistency",
+                                                                                 "macro_f1")
                                                for name in ("test", EXTRA, "kaggle_test")] + ["pretrained"]
 
 
@@ -167,9 +176,34 @@ def test_exp_run_with_hand_landmarks_alone(project):
     assert _json(project, "models/featurizers.json")["featurizers"] == ["hand_landmarks"]
     assert not (project / "data/features/backbone.weights.h5").exists()
     with np.load(project / "data/features/train.npz") as train:
-        assert "backbone" not in train.files and train["hand"].shape[1] == 63 + 210 + 15 + 4
+        assert "backbone" not in train.files and train["hand"].shape[1] == 63 + 210 + 15 + 1
     evaluate = _json(project, "metrics/evaluate_details.json")
     for name in ("test", "kaggle_test", EXTRA):
         assert set(evaluate[name]) == SET_SCALARS, (name, evaluate[name])
     assert evaluate["test"]["accuracy"] > 1 / 3  # landmarks tell these three letters apart better than chance
     assert (project / "plots/gradcam/grid.png").is_file()  # hand skeletons, without Grad-CAM
+
+
+def test_queued_experiments_run_in_dvc_copies_of_the_project(project):
+    """`dvc exp run --queue` and `--temp` run in .dvc/tmp/exps/<name>/, where the relative data.local_dir and
+    the photos outside the project must still be found: one re-runs from download, one from train."""
+    _run(["git", "add", "-A"], project)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before the queue"], project)
+    local_dir = yaml.safe_load((project / "params.yaml").read_text())["data"]["local_dir"]
+    _run(["dvc", "exp", "run", "--queue", "-n", "from-download", "-S", f"data.local_dir={local_dir}/"], project)
+    _run(["dvc", "exp", "run", "--queue", "-n", "from-train", "-S", "train.svm_c=10"], project)
+    _run(["dvc", "queue", "start", "-j", "1"], project)
+    for _ in range(600):
+        status = _run(["dvc", "queue", "status"], project).output
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(1)
+    assert status.count("Success") == 2, status
+    assert "Running stage 'download'" in _run(["dvc", "queue", "logs", "from-download"], project).output
+    from_train = _run(["dvc", "queue", "logs", "from-train"], project).output
+    assert "Running stage 'train'" in from_train and "Running stage 'download'" not in from_train
+    temp = _run(["dvc", "exp", "run", "--temp", "-n", "temporary", "-S", "train.svm_c=30"], project).output
+    assert "Running stage 'evaluate'" in temp
+    shown = _run(["dvc", "exp", "show", "--no-pager", "--csv"], project).output
+    for name in ("from-download", "from-train", "temporary"):
+        assert name in shown

@@ -128,26 +128,26 @@ def safe_extract(zip_path: Path, dest: Path) -> None:
             raise PipelineError(f"{zip_path} is damaged ({error}); re-download it") from None
 
 
-def _hidden(name: str) -> bool:
+def is_hidden(name: str) -> bool:
     # macOS litter (.DS_Store, ._A1.jpg, __MACOSX/) is not data.
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _subdirs(folder: Path):
+def visible_subdirs(folder: Path):
     # Symlinked folders are not searched: one pointing outside the source would smuggle files in.
     with os.scandir(folder) as entries:
         return sorted(Path(e.path) for e in entries
-                      if not _hidden(e.name) and e.is_dir(follow_symlinks=False))
+                      if not is_hidden(e.name) and e.is_dir(follow_symlinks=False))
 
 
 def _class_dirs(train: Path) -> list:
     """Class folders of a candidate train folder: visible subfolders holding at least one file."""
     classes = []
-    for sub in _subdirs(train):
+    for sub in visible_subdirs(train):
         if sub.name in (TRAIN, TEST):
             continue
         with os.scandir(sub) as entries:
-            if any(not _hidden(e.name) and e.is_file() for e in entries):
+            if any(not is_hidden(e.name) and e.is_file() for e in entries):
                 classes.append(sub)
     return classes
 
@@ -163,7 +163,7 @@ def _find_train(root: Path, label: str) -> Path:
         if found:
             return found[0]
         if depth < MAX_LAYOUT_DEPTH:
-            level = [sub for d in level for sub in _subdirs(d)]
+            level = [sub for d in level for sub in visible_subdirs(d)]
     raise PipelineError(f"{label}: no {TRAIN} folder with class folders found; expected {EXPECTED_LAYOUT}")
 
 
@@ -202,7 +202,7 @@ def _transfer_tree(src: Path, dst: Path, root: Path, move: bool, skipped: list, 
     # scandir, not a sorted listing of Path objects: a class folder holds ~3,000 files.
     with os.scandir(src) as entries:
         for entry in entries:
-            if _hidden(entry.name):
+            if is_hidden(entry.name):
                 continue
             path = Path(entry.path)
             if entry.is_symlink():

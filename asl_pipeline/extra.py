@@ -38,7 +38,7 @@ def _class_root(folder: Path, origin: str) -> Path | None:
     level = [folder]
     for _ in range(download.MAX_LAYOUT_DEPTH + 1):
         for candidate in level:
-            names = [sub.name for sub in download._subdirs(candidate)]
+            names = [sub.name for sub in download.visible_subdirs(candidate)]
             if names and any(name in ALL_CLASSES for name in names):
                 unknown = [name for name in names if name not in ALL_CLASSES]
                 if unknown:
@@ -46,7 +46,7 @@ def _class_root(folder: Path, origin: str) -> Path | None:
                                         f"folders; expected only class names ({', '.join(ALL_CLASSES)}): "
                                         "rename or remove them")
                 return candidate
-        level = [sub for candidate in level for sub in download._subdirs(candidate)]
+        level = [sub for candidate in level for sub in download.visible_subdirs(candidate)]
     if any(path.suffix.lower() in images.IMAGE_SUFFIXES for path in folder.rglob("*")):
         raise PipelineError(f"data.extra_train: {origin} holds photos but no class folders; expected "
                             "<CLASS>/<photo> inside, e.g. A/photo1.jpg")
@@ -57,9 +57,9 @@ def _photos(class_root: Path | None):
     """(label, path) of every photo under a class root, in a stable order."""
     if class_root is None:
         return []
-    return [(class_dir.name, path) for class_dir in download._subdirs(class_root)
+    return [(class_dir.name, path) for class_dir in download.visible_subdirs(class_root)
             for path in sorted(class_dir.rglob("*"))
-            if path.is_file() and not download._hidden(path.name) and path.suffix.lower() in images.IMAGE_SUFFIXES]
+            if path.is_file() and not download.is_hidden(path.name) and path.suffix.lower() in images.IMAGE_SUFFIXES]
 
 
 def _local(source: str, root: Path) -> Path:

@@ -108,12 +108,16 @@ def test_large_photo_is_shown_scaled_down(backbone_demo):
     assert answer.heatmap.shape == (341, serve.DISPLAY_SIDE, 3)
 
 
-@pytest.mark.parametrize("data, words", [
+# Uploads the page refuses, and a word of the message that says why.
+BAD_UPLOADS = [
     (b"", "empty"),
     (b"hello, this is a text file", "not an image"),
     (encoded(noise(40, 40), "JPEG")[:200], "not an image"),  # truncated
     (b"\xff" * (serve.MAX_UPLOAD_BYTES + 1), f"up to {serve.MAX_UPLOAD_MB} MB"),
-])
+]
+
+
+@pytest.mark.parametrize("data, words", BAD_UPLOADS)
 def test_bad_upload_gets_a_message_and_the_demo_keeps_serving(backbone_demo, data, words):
     answer = backbone_demo.classify(data)
     assert isinstance(answer, serve.Rejection) and words in answer.message
@@ -232,12 +236,7 @@ def test_teach_label_must_be_one_of_the_models_classes(tmp_path, label):
     assert files_under(tmp_path) == []
 
 
-@pytest.mark.parametrize("data, words", [
-    (b"", "empty"),
-    (b"hello, this is a text file", "not an image"),
-    (encoded(noise(40, 40), "JPEG")[:200], "not an image"),  # truncated
-    (b"\xff" * (serve.MAX_UPLOAD_BYTES + 1), f"up to {serve.MAX_UPLOAD_MB} MB"),
-])
+@pytest.mark.parametrize("data, words", BAD_UPLOADS)
 def test_teach_refuses_what_classify_refuses_and_saves_nothing(teach_demo, data, words):
     answer = teach_demo.teach(data, "A")
     assert isinstance(answer, serve.Rejection) and words in answer.message

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from asl_pipeline import dataset, images
+from asl_pipeline import dataset, extra, images
 from asl_pipeline.config import KAGGLE_TEST, SPLITS, SplitParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,6 +152,7 @@ def test_split_stage_twice_writes_identical_files(tmp_path):
     settings = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     settings["split"].update(classes=list(CLASSES), per_class=24, strategy="block", block_size=4, seed=3)
     (project / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+    extra.gather([], project, project / "data" / "extra")  # what the extra_train stage writes before split
 
     first = run_split_stage(project)
     second = run_split_stage(project)
@@ -375,7 +376,7 @@ def test_manifest_paths_are_relative_posix_and_exist(tmp_path):
     assert set(manifests) == set(SPLITS) | {KAGGLE_TEST}
     for name, items in manifests.items():
         text = dataset.manifest_csv(items)
-        assert text.splitlines()[0] == "path,label"
+        assert text.splitlines()[0] == "path,label,origin"
         rows = list(csv.DictReader(io.StringIO(text)))
         assert len(rows) == len(items) > 0
         for row in rows:

@@ -23,7 +23,8 @@ test: $(VENV)/.installed-demo
 test-fast: $(VENV)/.installed-demo
 	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -m "not slow"
 
-# make bench [BENCH_ARGS=--skip-scale]: every figure side by side, table + benchmarks/results.json (~10 min here)
+# make bench [BENCH_ARGS="--skip-scale --skip-personalisation"]: every figure side by side, table +
+# benchmarks/results.json (~20 min here)
 bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" python benchmarks/run.py $(BENCH_ARGS)
 

@@ -686,7 +686,7 @@ def main():
                         help="outside the repo: the 4N dataset (built once, reused) and the project copies")
     parser.add_argument("--keep-projects", action="store_true")
     parser.add_argument("--skip-personalisation", action="store_true",
-                        help="leave out the personalisation run (~10 min here); keeps the last figures, marked")
+                        help="leave out the personalisation run (~5 min here); keeps the last figures, marked")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from asl_pipeline import images
 from asl_pipeline.atomic import write_json, write_text
-from asl_pipeline.config import MY_HAND_DIR
+from asl_pipeline.config import MY_HAND_DIR, load_params, project_paths
 from asl_pipeline.errors import PipelineError
 
 EXIT_NO_IMAGES = 2  # like a usage error: nothing was given to work on
@@ -21,6 +21,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not >= 1")
     return value
+
+
+SERVED_MODEL_DEFAULT = ("(default: the variant that params.yaml's serve.model names, "
+                        "models/<serve.model>/model.keras: models/reader/model.keras as shipped)")
+
+
+def served_model_file(root: Path) -> Path:
+    """The model file of the variant params.yaml's serve.model names, in the project at `root`."""
+    if not (root / "params.yaml").is_file():
+        raise PipelineError(f"no --model given and no params.yaml in {root.resolve()} to read serve.model from: "
+                            "run from the project root, or pass --model PATH/model.keras")
+    return project_paths(root).variant(load_params(root / "params.yaml").served).model_files.model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                          help="an image, or a folder searched recursively for files ending in "
                               f"{', '.join(sorted(images.IMAGE_SUFFIXES))} (any case)")
-    predict.add_argument("--model", type=Path, default=Path("models/model.keras"),
-                         help="the trained model; labels.json, featurizers.json and hand_landmarker.task are "
-                              "read from the same folder (default: %(default)s)")
+    predict.add_argument("--model", type=Path, help="the trained model; labels.json, featurizers.json and "
+                         "hand_landmarker.task are read from the same folder " + SERVED_MODEL_DEFAULT)
     predict.add_argument("--top-k", type=_positive_int, default=3, metavar="K",
                          help="how many of the most probable classes to report (default: %(default)s)")
     predict.add_argument("--out", type=Path, default=Path("predictions"),
@@ -68,9 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "live mode reads the webcam continuously and spells the letters signed; its frames go to "
                     "a second port on the same --host, chosen free at start and printed. Needs the "
                     "packages in requirements-demo.txt (`make demo` installs them). Ctrl-C stops it.")
-    serve.add_argument("--model", type=Path, default=Path("models/model.keras"),
-                       help="the trained model; labels.json, featurizers.json, hand_landmarker.task and "
-                            "run.json are read from the same folder (default: %(default)s)")
+    serve.add_argument("--model", type=Path, help="the trained model; labels.json, featurizers.json, "
+                       "hand_landmarker.task and run.json are read from the same folder " + SERVED_MODEL_DEFAULT)
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on; the default lets in only this machine, 0.0.0.0 opens "
                             "the page to the whole network (default: %(default)s)")
@@ -121,8 +131,8 @@ def add_spell_parser(commands) -> None:
     source = spell.add_mutually_exclusive_group(required=True)
     source.add_argument("video", nargs="?", type=Path, metavar="VIDEO", help="a video file (MP4, AVI, ...)")
     source.add_argument("--camera", type=int, metavar="N", help="read camera N instead (0: the first)")
-    spell.add_argument("--model", type=Path, default=Path("models/model.keras"),
-                       help="the trained model, with its companions in the same folder (default: %(default)s)")
+    spell.add_argument("--model", type=Path,
+                       help="the trained model, with its companions in the same folder " + SERVED_MODEL_DEFAULT)
     spell.add_argument("--fps", type=_fps, default=10.0,
                        help="frames read per second of video, at most; the window counts these frames "
                             "(default: %(default)s)")
@@ -266,6 +276,8 @@ def serve_command(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.model is None:
+            args.model = served_model_file(Path.cwd())
         return args.run(args)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)

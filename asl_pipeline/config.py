@@ -1,6 +1,7 @@
 """Project paths and params.yaml: loaded and validated once, in one place, when a stage starts."""
 import dataclasses
 import math
+import re
 import string
 from pathlib import Path
 
@@ -43,7 +44,8 @@ class ModelFiles:
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
-    """Every file the pipeline reads or writes, relative to the project root (where dvc.yaml is)."""
+    """Every file the pipeline reads or writes, relative to the project root (where dvc.yaml is). What one
+    model variant writes is under its own folders: `variant(name)`."""
 
     root: Path
 
@@ -51,16 +53,32 @@ class Paths:
     raw = property(lambda self: self.root / "data" / "raw")
     extra = property(lambda self: self.root / "data" / "extra")  # data.extra_train's photos (extra.py)
     split = property(lambda self: self.root / "data" / "split")
-    features = property(lambda self: self.root / "data" / "features")
-    eval = property(lambda self: self.root / "data" / "eval")
     models = property(lambda self: self.root / "models")
-    model_file = property(lambda self: self.models / "model.keras")
-    model_files = property(lambda self: ModelFiles(self.model_file))
+    hand_model = property(lambda self: self.models / "hand_landmarker.task")  # the hand_model stage's copy
     metrics = property(lambda self: self.root / "metrics")
     plots = property(lambda self: self.root / "plots")
 
     def manifest(self, split: str) -> Path:
         return self.split / f"{split}.csv"
+
+    def variant(self, name: str) -> "VariantPaths":
+        return VariantPaths(self.root, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantPaths:
+    """The files of one model variant (params.yaml `variants`): its features, model folder, metrics and plots."""
+
+    root: Path
+    name: str
+
+    features = property(lambda self: self.root / "data" / "features" / self.name)
+    eval = property(lambda self: self.root / "data" / "eval" / self.name)
+    model_dir = property(lambda self: self.root / "models" / self.name)  # everything predict needs, one folder
+    model_files = property(lambda self: ModelFiles(self.model_dir / "model.keras"))
+    model_card = property(lambda self: self.root / "models" / f"MODEL_CARD_{self.name}.md")
+    metrics = property(lambda self: self.root / "metrics" / "variants" / self.name)
+    plots = property(lambda self: self.root / "plots" / "variants" / self.name)
 
     def features_file(self, split: str) -> Path:
         return self.features / f"{split}.npz"
@@ -237,7 +255,15 @@ class ExplainParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServeParams:
+    model: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
+    """One model variant's view of params.yaml: the shared sections, with model, featurize and train as the
+    variant sets them over the top-level ones."""
+
     data: DataParams
     split: SplitParams
     model: ModelParams
@@ -304,11 +330,8 @@ def _probability(section: _Section, key: str):
     return section.get(key, float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 
 
-def parse_params(raw) -> Params:
-    if not isinstance(raw, dict):
-        raise PipelineError("params.yaml: expected a mapping of sections (data, split, model, ...)")
-    s = {name: _Section(name, raw.get(name)) for name in
-         ("data", "split", "model", "hands", "featurize", "train", "evaluate", "explain")}
+def _parse_variant(raw: dict) -> Params:
+    s = {name: _Section(name, raw.get(name)) for name in SECTIONS}
 
     data = DataParams(
         source=s["data"].choice("source", ("auto", "kaggle", "local")),
@@ -429,13 +452,80 @@ def parse_params(raw) -> Params:
     )
     for section in s.values():
         section.reject_unknown(Params.__dataclass_fields__[section.name].type)
-    unknown_sections = sorted(set(raw) - set(s))
-    if unknown_sections:
-        raise PipelineError(f"params.yaml: unknown section(s) {unknown_sections}; expected {sorted(s)}")
     return Params(data, split, model, hands, featurize, train, evaluate, explain)
 
 
-def load_params(path: Path) -> Params:
+SECTIONS = ("data", "split", "model", "hands", "featurize", "train", "evaluate", "explain")
+# The sections a variant may set keys of; the others are shared by every variant.
+VARIANT_SECTIONS = ("model", "featurize", "train")
+# A variant's name is part of stage names (train@reader), folders and metric keys.
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectParams:
+    """params.yaml: the shared sections, each model variant's Params, and which variant serves."""
+
+    variants: dict  # name -> Params, in params.yaml's order
+    served: str  # serve.model: the variant predict, serve and spell use by default
+
+    data = property(lambda self: self._any.data)
+    split = property(lambda self: self._any.split)
+    hands = property(lambda self: self._any.hands)
+    evaluate = property(lambda self: self._any.evaluate)
+    explain = property(lambda self: self._any.explain)
+    _any = property(lambda self: next(iter(self.variants.values())))  # shared sections are alike in all
+
+    def variant(self, name: str) -> Params:
+        if name not in self.variants:
+            raise PipelineError(f"params.yaml: no variant {name!r} under 'variants' (it has {list(self.variants)})")
+        return self.variants[name]
+
+
+def _variant_overrides(name, overrides) -> dict:
+    if not VARIANT_NAME.fullmatch(str(name)):
+        raise PipelineError(f"params.yaml: variant name {name!r} under 'variants' must be lower-case letters, digits, "
+                            "'_' or '-', starting with a letter (it names folders and stages)")
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise PipelineError(f"params.yaml: 'variants.{name}' is {overrides!r}; expected a mapping of sections "
+                            f"{list(VARIANT_SECTIONS)} to the keys this variant sets")
+    unknown = sorted(set(overrides) - set(VARIANT_SECTIONS))
+    if unknown:
+        raise PipelineError(f"params.yaml: 'variants.{name}' sets sections {unknown}; a variant sets keys of "
+                            f"{list(VARIANT_SECTIONS)} only (the others are shared)")
+    return overrides
+
+
+def parse_params(raw) -> ProjectParams:
+    if not isinstance(raw, dict):
+        raise PipelineError("params.yaml: expected a mapping of sections (data, split, model, ...)")
+    unknown_sections = sorted(set(raw) - set(SECTIONS) - {"variants", "serve"})
+    if unknown_sections:
+        raise PipelineError(f"params.yaml: unknown section(s) {unknown_sections}; expected "
+                            f"{sorted(SECTIONS + ('serve', 'variants'))}")
+    declared = raw.get("variants")
+    if not isinstance(declared, dict) or not declared:
+        raise PipelineError("params.yaml: 'variants' is missing or empty; expected a mapping of variant names "
+                            "(e.g. reader, resnet50) to the model, featurize and train keys each sets")
+    variants = {}
+    for name, overrides in declared.items():
+        overrides = _variant_overrides(name, overrides)
+        merged = {section: ({**raw[section], **overrides.get(section, {})}
+                            if isinstance(raw.get(section), dict) else raw.get(section)) for section in SECTIONS}
+        try:
+            variants[name] = _parse_variant(merged)
+        except PipelineError as error:
+            raise PipelineError(f"{error} (variant {name!r}: model, featurize and train keys are set under "
+                                f"variants.{name} or in the top-level sections)") from None
+    serve = _Section("serve", raw.get("serve"))
+    served = serve.get("model", str, f"the name of a variant: one of {list(variants)}", lambda v: v in variants)
+    serve.reject_unknown(ServeParams)
+    return ProjectParams(variants, served)
+
+
+def load_params(path: Path) -> ProjectParams:
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -449,3 +539,20 @@ def load_params(path: Path) -> Params:
         problem = getattr(error, "problem", None) or type(error).__name__
         raise PipelineError(f"{path} is not valid YAML{where}: {problem}; fix the syntax there") from None
     return parse_params(raw)
+
+
+def params_from_record(record: dict, source: Path) -> Params:
+    """The Params a model was trained with, from the `params` that train writes into its run.json (`source`)."""
+    try:
+        return Params(**{field.name: field.type(**record[field.name]) for field in dataclasses.fields(Params)})
+    except (KeyError, TypeError) as error:
+        raise PipelineError(f"{source} has no complete record of the params the model was trained with ({error}): "
+                            "it comes from an older run; re-run `dvc repro`") from None
+
+
+def stage_variant(argv: list) -> str:
+    """The variant a per-variant stage runs for: its one argument (dvc.yaml: `python -m stages.X ${key}`)."""
+    if len(argv) != 2:
+        raise PipelineError(f"usage: python -m stages.{Path(argv[0]).stem} VARIANT (a name under params.yaml "
+                            "'variants'); `dvc repro` passes it")
+    return argv[1]

@@ -129,3 +129,24 @@ def score(classifier, files, names, y_true: np.ndarray, top_k: int, description:
     return Scored(metrics, report_text(y_true, probabilities, classes), rows,
                   [(classes[t], classes[p]) for t, p in zip(y_true, probabilities.argmax(axis=1))],
                   misclassified_rows(kept_names, y_true, probabilities, classes), skipped)
+
+
+def accuracy_table(scores: dict) -> dict:
+    """{variant: {set: accuracy}} from each variant's evaluate.json ({variant: its contents}), in its set order:
+    test, the other people's sets, kaggle_test."""
+    try:
+        return {name: {set_name: round(value, 4) for set_name, value in result["accuracy"].items()}
+                for name, result in scores.items()}
+    except (KeyError, TypeError, AttributeError) as error:
+        raise PipelineError(f"an evaluate.json lacks accuracy per set ({error!r}): re-run `dvc repro evaluate`") from None
+
+
+def format_accuracy_table(table: dict) -> str:
+    """The accuracy table as aligned text: a row per variant, a column per set."""
+    sets = list(dict.fromkeys(set_name for row in table.values() for set_name in row))
+    width = max(len(name) for name in ["variant", *table])
+    lines = ["  ".join(["variant".ljust(width), *sets])]
+    for name, row in table.items():
+        cells = [(f"{row[s]:.3f}" if s in row else "-").rjust(len(s)) for s in sets]
+        lines.append("  ".join([name.ljust(width), *cells]))
+    return "\n".join(lines)

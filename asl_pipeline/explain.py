@@ -10,7 +10,7 @@ import numpy as np
 
 from asl_pipeline import dataset
 from asl_pipeline.atomic import atomic_dir
-from asl_pipeline.config import ExplainParams, Paths
+from asl_pipeline.config import ExplainParams, Paths, VariantPaths
 from asl_pipeline.drawing import explanation
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.inference import BATCH_SIZE, analyse_images, load_classifier
@@ -98,20 +98,21 @@ class ExplainSummary:
     skipped: int  # unreadable images
 
 
-def explain_test_set(paths: Paths, params: ExplainParams, batch_size: int = BATCH_SIZE) -> ExplainSummary:
-    """Write plots/gradcam/: one titled picture per chosen test image and grid.png, all or nothing.
+def explain_test_set(paths: Paths, variant: VariantPaths, params: ExplainParams,
+                     batch_size: int = BATCH_SIZE) -> ExplainSummary:
+    """Write the variant's explain/ plots: one titled picture per chosen test image and grid.png, all or nothing.
 
     The picture explains the model by its explainer (explainers.py): Grad-CAM beside the skeleton for a
     model with a backbone, the skeleton with weighted joints for a landmarks-only model.
     """
-    classifier = load_classifier(paths.model_file)
+    classifier = load_classifier(variant.model_files.model)
     classes = classifier.classes
     test_paths, test_labels = dataset.read_manifest(paths.manifest("test"), classes)
-    misclassified = read_misclassified(paths.eval / "misclassified.csv", classes)
+    misclassified = read_misclassified(variant.eval / "misclassified.csv", classes)
     choices = choose_images(test_paths, test_labels, misclassified, params.per_class, params.max_misclassified)
     targets = [classes.index(c.label) for c in choices] if params.target == "true" else None
     names = unique_names([choice.name for choice in choices])
-    out_dir = paths.plots / "gradcam"
+    out_dir = variant.plots / "explain"
     grid, skipped, wrong = [], 0, 0
     with atomic_dir(out_dir) as tmp:
         results = analyse_images(classifier, [paths.root / c.path for c in choices], targets, batch_size)

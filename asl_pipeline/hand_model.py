@@ -1,7 +1,8 @@
 """The MediaPipe hand-landmark model bundle: a local copy or Google's published download, sha256-pinned.
 
 Either way the bytes must be one of the pinned bundles, so a featurize run on any machine uses a known
-model. The bundle lands in models/ beside the classifier: predict on another machine needs nothing else.
+model. The bundle lands in models/, and train copies it into the folder of each model variant that reads
+hands: predict on another machine needs nothing else.
 """
 import hashlib
 import urllib.error

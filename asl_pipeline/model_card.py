@@ -1,4 +1,4 @@
-"""models/MODEL_CARD.md: what the model is, what it was trained and scored on, and where it fails."""
+"""models/MODEL_CARD_<variant>.md: what a model variant is, what it was trained and scored on, and where it fails."""
 import collections
 
 from asl_pipeline.config import Params
@@ -46,7 +46,7 @@ def letters_other_signers_miss(confusions: dict, names, below: float = 0.8) -> l
     return header + rows if rows else []
 
 
-def model_card(params: Params, spec: FeatureSpec, run: dict, split_counts: dict, results: dict,
+def model_card(variant: str, params: Params, spec: FeatureSpec, run: dict, split_counts: dict, results: dict,
                confusions: dict) -> str:
     """The card's markdown. results: evaluate.json; confusions: {set: [(actual, predicted), ...]}."""
     names = [name for name in results if isinstance(results[name], dict)]
@@ -59,9 +59,10 @@ def model_card(params: Params, spec: FeatureSpec, run: dict, split_counts: dict,
                 f"({'pretrained' if pretrained else 'NOT pretrained'})" + (", fed the hand crop" if spec.crop_to_hand
                                                                          else ""))
     lines = [
-        "# Model card: ASL fingerspelling classifier",
+        f"# Model card: ASL fingerspelling classifier, variant `{variant}`",
         "",
-        "Written by the evaluate stage (`dvc repro`); numbers are from this run.",
+        f"Written by the evaluate stage (`dvc repro`); numbers are from this run. The model is in `models/{variant}/`; "
+        "params.yaml's `serve.model` names the variant that predict, serve and spell use.",
         "",
         "## Model",
         f"- Classes ({len(params.split.classes)}): {', '.join(params.split.classes)}.",

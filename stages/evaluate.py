@@ -1,10 +1,11 @@
-"""Stage evaluate: score the saved model, photo in, class out, on test, Kaggle's test photos and extra sets."""
+"""Stage evaluate VARIANT: score the variant's saved model, photo in, class out, on test, Kaggle's test photos
+and the extra sets."""
 import sys
 from pathlib import Path
 
 from asl_pipeline import dataset, evaluation, inference, model_card, training
 from asl_pipeline.atomic import atomic_dir, atomic_files, read_json, write_json, write_text
-from asl_pipeline.config import KAGGLE_TEST, input_path, load_params, project_paths
+from asl_pipeline.config import KAGGLE_TEST, input_path, load_params, params_from_record, project_paths, stage_variant
 from asl_pipeline.errors import PipelineError, exit_on_pipeline_error
 
 PER_CLASS_COLUMNS = ["class", "images", "precision", "recall", "f1", "no_hand"]
@@ -27,44 +28,46 @@ def evaluation_sets(paths, extra_sets, classes) -> dict:
 @exit_on_pipeline_error
 def main():
     paths = project_paths()
-    params = load_params(paths.params)
-    classifier = inference.load_classifier(paths.model_file)
+    name = stage_variant(sys.argv)
+    params, variant = load_params(paths.params).variant(name), paths.variant(name)
+    classifier = inference.load_classifier(variant.model_files.model)
     classes = classifier.classes
     # evaluate.json holds the few scalars `dvc exp show` compares; the rest of each set's scores go to
     # evaluate_details.json, the model card and the per-class plots.
     details, reports, per_class, confusions = {}, [], {}, {}
-    for name, (image_paths, labels) in evaluation_sets(paths, params.evaluate.extra_sets, classes).items():
+    for set_name, (image_paths, labels) in evaluation_sets(paths, params.evaluate.extra_sets, classes).items():
         scored = evaluation.score(classifier, [paths.root / p for p in image_paths], image_paths,
                                   training.class_indices(labels, classes), params.evaluate.top_k,
-                                  f"evaluate {name}")
+                                  f"evaluate {name} {set_name}")
         for path, reason in scored.skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
-        details[name] = scored.metrics
-        reports.append(f"== {name} ({scored.metrics['n']} images)\n" + scored.report)
-        per_class[name], confusions[name] = scored.per_class_rows, scored.confusion
-        if name == "test":
+        details[set_name] = scored.metrics
+        reports.append(f"== {set_name} ({scored.metrics['n']} images)\n" + scored.report)
+        per_class[set_name], confusions[set_name] = scored.per_class_rows, scored.confusion
+        if set_name == "test":
             confusion, misclassified = scored.confusion, scored.misclassified
         found = f", hand found {scored.metrics['hand_found']:.3f}" if "hand_found" in scored.metrics else ""
-        print(f"evaluate {name}: accuracy {scored.metrics['accuracy']:.4f}, macro F1 "
+        print(f"evaluate {name} {set_name}: accuracy {scored.metrics['accuracy']:.4f}, macro F1 "
               f"{scored.metrics['macro_f1']:.4f}, mirror consistency {scored.metrics['mirror_consistency']:.4f} "
               f"on {scored.metrics['n']} images{found}")
     # Accuracy first, and the sets unlike the training photos right after `test`: a narrow terminal's
     # `dvc exp show` keeps its leftmost metric columns.
-    order = sorted(details, key=lambda name: {"test": 0, KAGGLE_TEST: 2}.get(name, 1))
-    compared = {metric: {name: details[name][metric] for name in order}
+    order = sorted(details, key=lambda set_name: {"test": 0, KAGGLE_TEST: 2}.get(set_name, 1))
+    compared = {metric: {set_name: details[set_name][metric] for set_name in order}
                 for metric in ("accuracy", "mirror_consistency", "macro_f1")}
     compared["pretrained"] = classifier.run.get("pretrained")
-    card = model_card.model_card(params, classifier.spec, classifier.run,
+    trained_with = params_from_record(classifier.run.get("params", {}), variant.model_files.run)
+    card = model_card.model_card(name, trained_with, classifier.spec, classifier.run,
                                  read_json(paths.metrics / "split.json", "split")["counts"], details, confusions)
-    outputs = (paths.metrics / "evaluate.json", paths.metrics / "evaluate_details.json",
-               paths.metrics / "classification_report.txt",
-               paths.plots / "confusion.csv", paths.eval / "misclassified.csv", paths.models / "MODEL_CARD.md")
+    outputs = (variant.metrics / "evaluate.json", variant.metrics / "evaluate_details.json",
+               variant.metrics / "classification_report.txt",
+               variant.plots / "confusion.csv", variant.eval / "misclassified.csv", variant.model_card)
     # Per-class scores are a plot per set, not metrics: `dvc exp show` stays a few columns wide.
-    with atomic_dir(paths.plots / "per_class") as per_class_dir, \
+    with atomic_dir(variant.plots / "per_class") as per_class_dir, \
             atomic_files(*outputs) as (metrics_tmp, details_tmp, report_tmp, confusion_tmp, misclassified_tmp,
                                        card_tmp):
-        for name, rows in per_class.items():
-            write_text(per_class_dir / f"{name}.csv", dataset.csv_text(PER_CLASS_COLUMNS, rows))
+        for set_name, rows in per_class.items():
+            write_text(per_class_dir / f"{set_name}.csv", dataset.csv_text(PER_CLASS_COLUMNS, rows))
         write_json(metrics_tmp, compared)
         write_json(details_tmp, details)
         write_text(report_tmp, "\n".join(reports))

@@ -1,6 +1,8 @@
-"""Stage explain: Grad-CAM overlays, or for a landmarks-only model hand skeletons with joints coloured by their
-weight, of typical and misclassified test images, in plots/gradcam/."""
-from asl_pipeline.config import load_params, project_paths
+"""Stage explain VARIANT: Grad-CAM overlays, or for a landmarks-only model hand skeletons with joints coloured
+by their weight, of typical and misclassified test images, in plots/variants/VARIANT/explain/."""
+import sys
+
+from asl_pipeline.config import load_params, project_paths, stage_variant
 from asl_pipeline.errors import exit_on_pipeline_error
 from asl_pipeline.explain import explain_test_set
 
@@ -8,9 +10,10 @@ from asl_pipeline.explain import explain_test_set
 @exit_on_pipeline_error
 def main():
     paths = project_paths()
-    params = load_params(paths.params)
-    summary = explain_test_set(paths, params.explain)
-    print(f"explain: {summary.written} explanations ({summary.misclassified} misclassified, target "
+    name = stage_variant(sys.argv)
+    params = load_params(paths.params).variant(name)
+    summary = explain_test_set(paths, paths.variant(name), params.explain)
+    print(f"explain {name}: {summary.written} explanations ({summary.misclassified} misclassified, target "
           f"{params.explain.target} class) and grid.png in {summary.out_dir}; "
           f"{summary.skipped} unreadable images skipped")
 

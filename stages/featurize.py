@@ -1,9 +1,12 @@
-"""Stage featurize: every manifest's feature blocks (backbone, hand landmarks), computed once."""
+"""Stage featurize VARIANT: every manifest's feature blocks (backbone, hand landmarks) for one model variant,
+computed once."""
+import sys
+
 import keras
 
 from asl_pipeline import backbones, dataset, evaluation, features, hand_model
 from asl_pipeline.atomic import atomic_dir, atomic_files, write_json
-from asl_pipeline.config import KAGGLE_TEST, SPLITS, load_params, project_paths
+from asl_pipeline.config import KAGGLE_TEST, SPLITS, load_params, project_paths, stage_variant
 from asl_pipeline.errors import exit_on_pipeline_error
 from asl_pipeline.featurizers import Featurizer, FeatureSpec, hand_found
 
@@ -11,7 +14,8 @@ from asl_pipeline.featurizers import Featurizer, FeatureSpec, hand_found
 @exit_on_pipeline_error
 def main():
     paths = project_paths()
-    params = load_params(paths.params)
+    name = stage_variant(sys.argv)
+    params, variant = load_params(paths.params).variant(name), paths.variant(name)
     m, f = params.model, params.featurize
     spec = FeatureSpec.from_params(params)
     keras.utils.set_random_seed(params.split.seed)
@@ -20,28 +24,29 @@ def main():
     if spec.uses_backbone:
         backbone_model, weights_used, pretrained = backbones.resolve_weights(m.backbone, m.weights, m.image_size)
         embedding_model = features.embedder(backbone_model, m.backbone, m.image_size)
-    bundle = hand_model.verified_bundle(paths.model_files.hand_model) if spec.uses_hands else None
+    bundle = hand_model.verified_bundle(paths.hand_model) if spec.uses_hands else None
     featurizer = Featurizer(spec, bundle)
     blocks = features.block_function(spec, embedding_model)
-    names = [s for s in SPLITS + (KAGGLE_TEST,) if s in SPLITS or paths.manifest(s).is_file()]
+    split_names = [s for s in SPLITS + (KAGGLE_TEST,) if s in SPLITS or paths.manifest(s).is_file()]
     counts, seconds, found = {}, 0.0, {}
     # Features and their metrics are replaced together or not at all.
-    outputs = (paths.metrics / "featurize.json", paths.metrics / "hands.json", paths.metrics / "hands_per_class.json")
-    with atomic_dir(paths.features) as tmp, atomic_files(*outputs) as (metrics_tmp, hands_tmp, per_class_tmp):
-        for name in names:
-            image_paths, labels, origins = dataset.read_manifest(paths.manifest(name), params.split.classes,
+    outputs = (variant.metrics / "featurize.json", variant.metrics / "hands.json",
+               variant.metrics / "hands_per_class.json")
+    with atomic_dir(variant.features) as tmp, atomic_files(*outputs) as (metrics_tmp, hands_tmp, per_class_tmp):
+        for split_name in split_names:
+            image_paths, labels, origins = dataset.read_manifest(paths.manifest(split_name), params.split.classes,
                                                                  with_origins=True)
-            copies = f.augment_copies if name == "train" else 0
+            copies = f.augment_copies if split_name == "train" else 0
             arrays, took = features.featurize_split(featurizer, blocks, image_paths, labels, paths.root,
                                                     f.batch_size, copies, params.split.seed, f.horizontal_flip,
-                                                    f"featurize {name}", origins)
-            features.save_features(tmp / f"{name}.npz", arrays)
-            counts[name], seconds = len(arrays["labels"]), seconds + took
+                                                    f"featurize {name} {split_name}", origins)
+            features.save_features(tmp / f"{split_name}.npz", arrays)
+            counts[split_name], seconds = len(arrays["labels"]), seconds + took
             widths = ", ".join(f"{key} {arrays[key].shape[1]}" for key in ("backbone", "hand") if key in arrays)
-            print(f"featurize {name}: {counts[name]} images -> {widths} features in {took:.1f} s")
+            print(f"featurize {name} {split_name}: {counts[split_name]} images -> {widths} features in {took:.1f} s")
             if spec.uses_hands:
                 originals = arrays["views"] == 0
-                found[name] = evaluation.hand_counts(arrays["labels"][originals],
+                found[split_name] = evaluation.hand_counts(arrays["labels"][originals],
                                                      hand_found(arrays["hand"][originals]))
         if spec.uses_backbone:
             backbone_model.save_weights(tmp / "backbone.weights.h5")
@@ -55,10 +60,10 @@ def main():
         # The one hand-detection figure `dvc exp show` compares: the whole sample, outside `nothing`.
         write_json(hands_tmp, {"hand_found": metrics["hand_found"]["all_outside_nothing"] if found else None})
         write_json(per_class_tmp, found)
-    print(f"featurize: {total} images at {total / seconds:.1f} images/s; backbone weights: {weights_used}")
+    print(f"featurize {name}: {total} images at {total / seconds:.1f} images/s; backbone weights: {weights_used}")
     if spec.uses_hands:
         rates = metrics["hand_found"]
-        print("featurize: hand found in " + ", ".join(f"{k} {v}" for k, v in rates.items()))
+        print(f"featurize {name}: hand found in " + ", ".join(f"{k} {v}" for k, v in rates.items()))
 
 
 if __name__ == "__main__":

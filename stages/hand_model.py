@@ -8,7 +8,7 @@ from asl_pipeline.errors import exit_on_pipeline_error
 def main():
     paths = project_paths()
     params = load_params(paths.params).hands
-    dest = paths.model_files.hand_model
+    dest = paths.hand_model
     report = hand_model.fetch_bundle(params.source, input_path(paths.root, params.local_file), dest)
     print(f"hand_model: {dest} from {report['source']} ({report['bytes']} bytes, sha256 "
           f"{report['sha256'][:12]}..., {report['build']})")

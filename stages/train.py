@@ -1,11 +1,14 @@
-"""Stage train: fit the head on cached features, optionally fine-tune, save one self-contained model."""
+"""Stage train VARIANT: fit the variant's head on its cached features, optionally fine-tune, and save one
+self-contained model folder, models/VARIANT/."""
+import dataclasses
 import io
+import sys
 
 from dvclive import Live
 
 from asl_pipeline import features, hand_model, model, plots, training
 from asl_pipeline.atomic import atomic_dir, atomic_files, read_json, write_json, write_text
-from asl_pipeline.config import load_params, project_paths
+from asl_pipeline.config import ModelFiles, load_params, project_paths, stage_variant
 from asl_pipeline.errors import exit_on_pipeline_error
 from asl_pipeline.featurizers import Featurizer, FeatureSpec
 
@@ -19,24 +22,25 @@ def _summary(network) -> str:
 @exit_on_pipeline_error
 def main():
     paths = project_paths()
-    params = load_params(paths.params)
+    name = stage_variant(sys.argv)
+    params, variant = load_params(paths.params).variant(name), paths.variant(name)
     t, classes = params.train, params.split.classes
     strategy = training.distribution_strategy(t.distribute)
     training.seed_everything(t.seed)
-    meta = read_json(paths.features / "meta.json", "featurize")
+    meta = read_json(variant.features / "meta.json", f"featurize@{name}")
     spec = FeatureSpec.from_dict(meta["spec"])
-    train = features.load_features(paths.features_file("train"), spec)
-    val = features.load_features(paths.features_file("val"), spec)
+    train = features.load_features(variant.features_file("train"), spec)
+    val = features.load_features(variant.features_file("val"), spec)
     y_train = training.class_indices(train["labels"], classes)
     y_val = training.class_indices(val["labels"], classes)
+    bundle = hand_model.verified_bundle(paths.hand_model) if spec.uses_hands else None
 
     # Every output is written to a temporary sibling and all are renamed into place at the end, so a failed
-    # run keeps the previous model, class names, curves and metrics together. dvclive empties its folder
-    # when it starts, so it logs into a temporary one too.
-    files = paths.model_files
-    outputs = (files.model, files.labels, files.spec, files.run,
-               paths.models / "model_summary.txt", paths.plots / "learning_curves.png", paths.metrics / "train.json")
-    with atomic_dir(paths.plots / "train") as live_dir, atomic_files(*outputs) as tmp:
+    # run keeps the previous model folder, curves and metrics together. dvclive empties its folder when it
+    # starts, so it logs into a temporary one too.
+    outputs = (variant.plots / "learning_curves.png", variant.metrics / "train.json")
+    with atomic_dir(variant.plots / "train") as live_dir, atomic_dir(variant.model_dir) as model_dir, \
+            atomic_files(*outputs) as (curves_tmp, metrics_tmp):
         with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live, strategy.scope():
             logger = training.LiveLogger(live)
             train_x, train_y = training.training_rows(train, y_train, spec, t)
@@ -44,20 +48,22 @@ def main():
                                                 len(classes), t, [logger])
             backbone_model = None
             if spec.uses_backbone:
-                backbone_model = training.build_backbone_from(paths.features / "backbone.weights.h5",
+                backbone_model = training.build_backbone_from(variant.features / "backbone.weights.h5",
                                                               spec.backbone, spec.image_size)
             classifier = model.assemble(spec, backbone_model, head)
             head_epochs = len(logger.history)
             if t.fine_tune_epochs:
-                bundle = hand_model.verified_bundle(files.hand_model) if spec.uses_hands else None
                 summary = training.fine_tune(classifier, Featurizer(spec, bundle), paths.root, train, y_train,
                                              val, y_val, t, [logger])
 
-        model_tmp, labels_tmp, spec_tmp, run_tmp, summary_tmp, curves_tmp, metrics_tmp = tmp
-        model.save_model(classifier, classes, spec, model_tmp, labels_tmp, spec_tmp)
-        write_json(run_tmp, {"pretrained": meta["pretrained"], "backbone_weights": meta["weights"],
-                             **training.provenance(paths.root)})
-        write_text(summary_tmp, _summary(classifier))
+        files = ModelFiles(model_dir / "model.keras")
+        model.save_model(classifier, classes, spec, files.model, files.labels, files.spec)
+        if bundle is not None:  # the folder alone is enough to read photos
+            files.hand_model.write_bytes(bundle)
+        # The params the model was trained with: its model card is written from them, not from params.yaml.
+        write_json(files.run, {"variant": name, "pretrained": meta["pretrained"], "backbone_weights": meta["weights"],
+                               **training.provenance(paths.root), "params": dataclasses.asdict(params)})
+        write_text(model_dir / "model_summary.txt", _summary(classifier))
         plots.learning_curves(logger.history, curves_tmp, head_epochs if t.fine_tune_epochs else None)
         metrics = {"pretrained": meta["pretrained"], "fine_tuned": bool(t.fine_tune_epochs),
                    "best_epoch": summary["best_epoch"], "epochs_run": len(logger.history),
@@ -65,8 +71,8 @@ def main():
         if "val_loss" in summary:
             metrics |= {"val_loss": summary["val_loss"], "val_accuracy": summary["val_accuracy"]}
         write_json(metrics_tmp, metrics)
-    print("train: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in metrics.items()))
+    print(f"train {name}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in metrics.items()))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared fixtures: a throwaway project in which the stage scripts run the way `dvc repro` runs them."""
+import copy
 import io
 import subprocess
 import sys
@@ -16,17 +17,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # What a throwaway project changes in the repo's params.yaml so that featurize and train run on synthetic
-# noise photos in seconds, without network or ../shared relative to it: the backbone alone (noise shows no
-# hands), random init at 32 px, and the mlp head; the hand bundle by absolute path; no extra training photos and
-# no extra evaluation sets.
+# noise photos in seconds, without network or ../shared relative to it: one variant, `resnet50`, the backbone
+# alone (noise shows no hands), random init at 32 px, and the mlp head; the hand bundle by absolute path; no extra
+# training photos and no extra evaluation sets. `variants` and `serve` are replaced whole, the other sections
+# updated key by key.
+TINY_VARIANT = "resnet50"
 STAGE_PROJECT_PARAMS = {
+    "variants": {TINY_VARIANT: {"model": {"featurizers": ["backbone"]}, "train": {"head": "mlp"}}},
+    "serve": {"model": TINY_VARIANT},
     "data": {"extra_train": []},
-    "model": {"featurizers": ["backbone"], "weights": "none", "image_size": 32},
+    "model": {"weights": "none", "image_size": 32},
     "hands": {"source": "local", "local_file": str(HAND_BUNDLE)},
     "featurize": {"crop_to_hand": False},
-    "train": {"head": "mlp", "landmark_copies": 0},
+    "train": {"landmark_copies": 0},
     "evaluate": {"extra_sets": []},
 }
+REPLACED_SECTIONS = ("variants", "serve")
 
 
 class StageProject:
@@ -44,9 +50,7 @@ class StageProject:
         self.train.mkdir(parents=True)
         extra.gather([], root, root / "data" / "extra")  # what the extra_train stage writes for an empty list
         self.params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-        for section, values in STAGE_PROJECT_PARAMS.items():
-            self.params[section].update(values)
-        self.write_params()
+        self.set(**STAGE_PROJECT_PARAMS)
 
     def write_params(self, text: str | None = None) -> None:
         if text is None:
@@ -54,9 +58,13 @@ class StageProject:
         (self.root / "params.yaml").write_text(text, encoding="utf-8")
 
     def set(self, **sections) -> None:
-        """set(split={"seed": 3}) updates those keys of params.yaml and rewrites it."""
+        """set(split={"seed": 3}) updates those keys of params.yaml and rewrites it; `variants` and `serve`
+        are replaced whole."""
         for section, values in sections.items():
-            self.params[section].update(values)
+            if section in REPLACED_SECTIONS:
+                self.params[section] = copy.deepcopy(values)
+            else:
+                self.params[section].update(values)
         self.write_params()
 
     def add_noise_images(self, classes, count: int, seed: int = 0) -> list:
@@ -74,13 +82,15 @@ class StageProject:
                 written.append(path)
         return written
 
-    def run(self, stage: str, hook: str | None = None) -> subprocess.CompletedProcess:
-        """Run stages/<stage>.py here; `hook` is Python code run first in the same interpreter."""
+    def run(self, stage: str, *stage_args: str, hook: str | None = None) -> subprocess.CompletedProcess:
+        """Run stages/<stage>.py here with `stage_args` (a per-variant stage: the variant's name); `hook` is
+        Python code run first in the same interpreter."""
         script = str(REPO / "stages" / f"{stage}.py")
         if hook is None:
-            args = [sys.executable, script]
+            args = [sys.executable, script, *stage_args]
         else:
-            run = f"import runpy\nrunpy.run_path({script!r}, run_name='__main__')\n"
+            run = (f"import runpy, sys\nsys.argv = [{script!r}, *{list(stage_args)!r}]\n"
+                   f"runpy.run_path({script!r}, run_name='__main__')\n")
             args = [sys.executable, "-c", f"{hook}\n{run}"]
         return subprocess.run(args, cwd=self.root, capture_output=True, text=True, timeout=300)
 

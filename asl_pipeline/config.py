@@ -509,9 +509,17 @@ def parse_params(raw) -> ProjectParams:
     if not isinstance(declared, dict) or not declared:
         raise PipelineError("params.yaml: 'variants' is missing or empty; expected a mapping of variant names "
                             "(e.g. reader, resnet50) to the model, featurize and train keys each sets")
+    overrides_of = {name: _variant_overrides(name, overrides) for name, overrides in declared.items()}
+    for section in VARIANT_SECTIONS:
+        top = raw.get(section) if isinstance(raw.get(section), dict) else {}
+        # `dvc exp run -S train.head=mlp` would otherwise change nothing without a word.
+        shadowed = sorted(key for key in top if all(key in o.get(section, {}) for o in overrides_of.values()))
+        if shadowed:
+            raise PipelineError(f"params.yaml: {[f'{section}.{key}' for key in shadowed]} at the top level is set by "
+                                f"every variant, so it would change nothing: set it per variant "
+                                f"({', '.join(f'variants.{name}.{section}.{shadowed[0]}' for name in overrides_of)})")
     variants = {}
-    for name, overrides in declared.items():
-        overrides = _variant_overrides(name, overrides)
+    for name, overrides in overrides_of.items():
         merged = {section: ({**raw[section], **overrides.get(section, {})}
                             if isinstance(raw.get(section), dict) else raw.get(section)) for section in SECTIONS}
         try:

@@ -1,13 +1,17 @@
 """Training: the dense head on cached features, then optional end-to-end fine-tuning on images."""
+import dataclasses
+import hashlib
+import json
 import os
 import subprocess
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from asl_pipeline import backbones, model
-from asl_pipeline.config import DATASET_ORIGIN, TrainParams
+from asl_pipeline.config import DATASET_ORIGIN, ModelFiles, Params, TrainParams
 from asl_pipeline.errors import PipelineError
 
 
@@ -46,6 +50,42 @@ class LiveLogger(keras.callbacks.Callback):
             self.live.log_metric(name, value)
         self.history.append(row)
         self.live.next_step()
+
+
+# The `train` params a head does not read. DVC's foreach declares the `train` section for every variant's train
+# stage, so `dvc exp run -S train.epochs=30` re-runs the SVM variant's train too; its inputs digest leaves out
+# these params, finds nothing it reads changed, and keeps the model, so nothing after it re-runs.
+UNREAD_BY_HEAD = {
+    "svm": ("epochs", "batch_size", "learning_rate", "hidden_units", "dropout", "patience", "fine_tune_epochs",
+            "fine_tune_from", "fine_tune_learning_rate", "distribute"),
+    "mlp": ("svm_c",),
+}
+INPUTS_DIGEST = "inputs_sha256"  # its key in run.json
+
+
+def inputs_digest(params: Params, features_dir: Path, code_files) -> str | None:
+    """sha256 of everything a train run reads: the train params its head reads, the classes, the cached
+    features and the code. None when fine-tuning, which also reads the photos: then it always trains."""
+    if params.train.fine_tune_epochs:
+        return None
+    read = dataclasses.asdict(params.train)
+    for key in UNREAD_BY_HEAD[params.train.head]:
+        del read[key]
+    digest = hashlib.sha256(json.dumps([read, list(params.split.classes)], sort_keys=True).encode())
+    for path in sorted(Path(features_dir).iterdir()) + sorted(map(Path, code_files)):
+        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def model_is_current(files: ModelFiles, digest: str | None, other_outputs) -> bool:
+    """True when the model beside files.run was trained from inputs with this digest and every output exists."""
+    if digest is None or not all(Path(p).exists() for p in (files.model, files.labels, files.spec, *other_outputs)):
+        return False
+    try:
+        return json.loads(files.run.read_text(encoding="utf-8")).get(INPUTS_DIGEST) == digest
+    except (OSError, ValueError):
+        return False
 
 
 def class_indices(labels, classes) -> np.ndarray:

@@ -3,6 +3,7 @@ self-contained model folder, models/VARIANT/."""
 import dataclasses
 import io
 import sys
+from pathlib import Path
 
 from dvclive import Live
 
@@ -34,11 +35,16 @@ def main():
     y_train = training.class_indices(train["labels"], classes)
     y_val = training.class_indices(val["labels"], classes)
     bundle = hand_model.verified_bundle(paths.hand_model) if spec.uses_hands else None
+    outputs = (variant.plots / "learning_curves.png", variant.metrics / "train.json")
+    code = [*Path(training.__file__).parent.glob("*.py"), Path(__file__)]
+    digest = training.inputs_digest(params, variant.features, code)
+    if training.model_is_current(variant.model_files, digest, [*outputs, variant.plots / "train"]):
+        print(f"train {name}: nothing this variant's {t.head} head reads has changed; {variant.model_dir} kept")
+        return
 
     # Every output is written to a temporary sibling and all are renamed into place at the end, so a failed
     # run keeps the previous model folder, curves and metrics together. dvclive empties its folder when it
     # starts, so it logs into a temporary one too.
-    outputs = (variant.plots / "learning_curves.png", variant.metrics / "train.json")
     with atomic_dir(variant.plots / "train") as live_dir, atomic_dir(variant.model_dir) as model_dir, \
             atomic_files(*outputs) as (curves_tmp, metrics_tmp):
         with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live, strategy.scope():
@@ -62,7 +68,8 @@ def main():
             files.hand_model.write_bytes(bundle)
         # The params the model was trained with: its model card is written from them, not from params.yaml.
         write_json(files.run, {"variant": name, "pretrained": meta["pretrained"], "backbone_weights": meta["weights"],
-                               **training.provenance(paths.root), "params": dataclasses.asdict(params)})
+                               **training.provenance(paths.root), "params": dataclasses.asdict(params),
+                               training.INPUTS_DIGEST: digest})
         write_text(model_dir / "model_summary.txt", _summary(classifier))
         plots.learning_curves(logger.history, curves_tmp, head_epochs if t.fine_tune_epochs else None)
         metrics = {"pretrained": meta["pretrained"], "fine_tuned": bool(t.fine_tune_epochs),

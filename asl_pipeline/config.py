@@ -551,9 +551,12 @@ def load_params(path: Path) -> ProjectParams:
 
 def params_from_record(record: dict, source: Path) -> Params:
     """The Params a model was trained with, from the `params` that train writes into its run.json (`source`)."""
+    def section(kind, values: dict):  # JSON has no tuples: the list fields come back as lists
+        return kind(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
+
     try:
-        return Params(**{field.name: field.type(**record[field.name]) for field in dataclasses.fields(Params)})
-    except (KeyError, TypeError) as error:
+        return Params(**{field.name: section(field.type, record[field.name]) for field in dataclasses.fields(Params)})
+    except (KeyError, TypeError, AttributeError) as error:
         raise PipelineError(f"{source} has no complete record of the params the model was trained with ({error}): "
                             "it comes from an older run; re-run `dvc repro`") from None
 

@@ -145,8 +145,9 @@ def format_accuracy_table(table: dict) -> str:
     """The accuracy table as aligned text: a row per variant, a column per set."""
     sets = list(dict.fromkeys(set_name for row in table.values() for set_name in row))
     width = max(len(name) for name in ["variant", *table])
-    lines = ["  ".join(["variant".ljust(width), *sets])]
+    widths = [max(len(s), len("0.000")) for s in sets]
+    lines = ["  ".join(["variant".ljust(width), *(s.rjust(w) for s, w in zip(sets, widths))])]
     for name, row in table.items():
-        cells = [(f"{row[s]:.3f}" if s in row else "-").rjust(len(s)) for s in sets]
+        cells = [(f"{row[s]:.3f}" if s in row else "-").rjust(w) for s, w in zip(sets, widths)]
         lines.append("  ".join([name.ljust(width), *cells]))
     return "\n".join(lines)

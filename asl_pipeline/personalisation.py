@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from asl_pipeline import training
-from asl_pipeline.config import DATASET_ORIGIN, TrainParams
+from asl_pipeline.config import TrainParams
 
 TAUGHT_ORIGIN = "taught"  # a taught photo's origin in training: like any origin but the dataset's, it counts extra_weight times
 _SIGNER = re.compile(r"^([A-Za-z]+\d+)_")
@@ -63,8 +63,8 @@ def personalisation(train_arrays: dict, y_train: np.ndarray, signer_sets: dict, 
                 taught = teach_draw(labels, k, np.random.default_rng([draw, k]))
                 rest = np.setdiff1d(np.arange(len(labels)), taught)
                 arrays = {"hand": np.concatenate([train_arrays["hand"], vectors[taught]]),
-                          "origins": np.concatenate([np.full(len(y_train), DATASET_ORIGIN),
-                                                     np.full(len(taught), TAUGHT_ORIGIN)])}
+                          # data.extra_train photos already among the train features keep their origin
+                          "origins": np.concatenate([train_arrays["origins"], np.full(len(taught), TAUGHT_ORIGIN)])}
                 x, y = training.training_rows(arrays, np.concatenate([y_train, labels[taught]]), spec,
                                                        params)
                 head, _ = training.train_head(x, y, x[:0], y[:0], num_classes, params)

@@ -31,6 +31,7 @@ def main():
     name = stage_variant(sys.argv)
     params, variant = load_params(paths.params).variant(name), paths.variant(name)
     classifier = inference.load_classifier(variant.model_files.model)
+    trained_with = params_from_record(classifier.run.get("params", {}), variant.model_files.run)  # before scoring
     classes = classifier.classes
     # evaluate.json holds the few scalars `dvc exp show` compares; the rest of each set's scores go to
     # evaluate_details.json, the model card and the per-class plots.
@@ -56,7 +57,6 @@ def main():
     compared = {metric: {set_name: details[set_name][metric] for set_name in order}
                 for metric in ("accuracy", "mirror_consistency", "macro_f1")}
     compared["pretrained"] = classifier.run.get("pretrained")
-    trained_with = params_from_record(classifier.run.get("params", {}), variant.model_files.run)
     card = model_card.model_card(name, trained_with, classifier.spec, classifier.run,
                                  read_json(paths.metrics / "split.json", "split")["counts"], details, confusions)
     outputs = (variant.metrics / "evaluate.json", variant.metrics / "evaluate_details.json",

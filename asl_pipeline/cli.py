@@ -35,6 +35,11 @@ def served_model_file(root: Path) -> Path:
     return project_paths(root).variant(load_params(root / "params.yaml").served).model_files.model
 
 
+def model_file(args) -> Path:
+    """--model, or the served variant's model; looked up when a command needs it, after its own input checks."""
+    return args.model if args.model is not None else served_model_file(Path.cwd())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m asl_pipeline",
                                      description="ASL alphabet classifier: hand landmarks and ResNet50 "
@@ -193,7 +198,7 @@ def predict_command(args) -> int:
     from asl_pipeline.evaluation import top_k
     from asl_pipeline.explain import unique_names
 
-    classifier = inference.load_classifier(args.model)
+    classifier = inference.load_classifier(model_file(args))
     classes, uses_hands = classifier.classes, classifier.spec.uses_hands
     names = unique_names([path.stem for path in files])
     results = progress.bar(len(files), "predict", iterable=inference.analyse_images(
@@ -237,7 +242,7 @@ def spell_command(args) -> int:
     live = args.camera is not None
     capture = video.open_source(args.video, args.camera)  # before the model: a wrong path fails at once
     try:
-        classifier = inference.load_classifier(args.model)
+        classifier = inference.load_classifier(model_file(args))
         speller = Speller(args.window, args.min_share, args.min_probability)
 
         def show(committed):  # as it happens: the feedback someone signing at a camera needs
@@ -269,15 +274,13 @@ def serve_command(args) -> int:
     # Imported here: the page loads Keras and Streamlit, which --help need not wait for.
     from asl_pipeline import serve
 
-    serve.serve(args.model, args.host, args.port, args.teach_dir)
+    serve.serve(model_file(args), args.host, args.port, args.teach_dir)
     return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.model is None:
-            args.model = served_model_file(Path.cwd())
         return args.run(args)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)

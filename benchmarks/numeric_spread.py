@@ -9,9 +9,12 @@ differ a little. No second machine is at hand here, so this swaps the kernels on
 - ResNet50 features (model.featurizers: [backbone]): TensorFlow with oneDNN on and off
   (TF_ENABLE_ONEDNN_OPTS), each in its own process (--backbone; slow).
 
-For each variant: how far the features move from the default's, and the scores of the default head (SVM
-for landmarks, the dense head for ResNet50) trained and tested on that variant's features: the test split
-and ../shared/data/asl-other-dev. Needs the split of a `dvc repro` (data/split) in the project root.
+For each kernel setting: how far the features move from the default's, and the scores of the head of the
+params.yaml model variant that reads them (the reader's SVM for landmarks, the resnet50 variant's dense head
+for ResNet50; benchmarks/bench_variants.py picks them by what they read) trained and tested on that
+setting's features: the test split and ../shared/data/asl-other-dev. Features come from that variant's params
+(hands, model); the head is trained on them as they are (no reshaped copies). Needs the split of a
+`dvc repro` (data/split) and the hand_model stage's bundle (models/hand_landmarker.task) in the project root.
 
 Run: python benchmarks/numeric_spread.py [--backbone]
 """
@@ -30,28 +33,31 @@ REPO = Path(__file__).resolve().parents[1]
 OTHER = REPO.parent / "shared" / "data" / "asl-other-dev"
 
 
-def load_sets(params):
+def load_sets(project):
+    """{split or set: (paths, labels)}; `project`: the ProjectParams (the split is shared by every variant)."""
     from asl_pipeline import dataset
     from asl_pipeline.config import project_paths
 
-    paths = project_paths(REPO)
-    sets = {name: dataset.read_manifest(paths.manifest(name), params.split.classes) for name in ("train", "val", "test")}
-    sets["asl-other-dev"] = dataset.read_labelled_folder(OTHER, params.split.classes, REPO)
+    paths, classes = project_paths(REPO), project.split.classes
+    sets = {name: dataset.read_manifest(paths.manifest(name), classes) for name in ("train", "val", "test")}
+    sets["asl-other-dev"] = dataset.read_labelled_folder(OTHER, classes, REPO)
     return sets
 
 
 def hand_features(params, sets, resolver: str, threads: int) -> dict:
-    """Hand vectors of every photo with LiteRT's kernels `resolver` at `threads` threads."""
+    """Hand vectors of every photo with LiteRT's kernels `resolver` at `threads` threads; `params`: the Params
+    of the variant that reads hand landmarks alone."""
     from ai_edge_litert import interpreter as litert
 
     from asl_pipeline import hands, images
+    from asl_pipeline.config import project_paths
     from asl_pipeline.featurizers import FeatureSpec, hand_vector
 
     hands.Interpreter = functools.partial(litert.Interpreter,
                                           experimental_op_resolver_type=litert.OpResolverType[resolver])
     spec = FeatureSpec.from_params(params)
     h = spec.hands
-    landmarker = hands.HandLandmarker((REPO / "models" / "hand_landmarker.task").read_bytes(),
+    landmarker = hands.HandLandmarker(project_paths(REPO).hand_model.read_bytes(),
                                       h.min_detection_confidence, h.min_presence_confidence, h.border,
                                       h.fallback_min_presence, num_threads=threads)
     return {name: np.stack([hand_vector(landmarker.detect(images.load_rgb(REPO / p)), spec) for p in paths])
@@ -59,7 +65,8 @@ def hand_features(params, sets, resolver: str, threads: int) -> dict:
 
 
 def backbone_features(params, sets) -> dict:
-    """ResNet50 features of every photo (random init, seeded as featurize does), in this process."""
+    """ResNet50 features of every photo (random init, seeded as featurize does), in this process; `params`: the
+    Params of the variant that reads the backbone alone."""
     import keras
 
     from asl_pipeline import backbones, features
@@ -75,14 +82,14 @@ def backbone_features(params, sets) -> dict:
             for name, (paths, labels) in sets.items()}
 
 
-def scores(params, sets, feats, head: str) -> dict:
+def scores(params, sets, feats) -> dict:
+    """Test and asl-other-dev accuracy of the head of `params` (a variant's Params) trained on `feats`."""
     from asl_pipeline import training
 
     classes = params.split.classes
     y = {name: training.class_indices(labels, classes) for name, (_, labels) in sets.items()}
     training.seed_everything(params.train.seed)
-    model, _ = training.train_head(feats["train"], y["train"], feats["val"], y["val"], len(classes),
-                                   dataclasses.replace(params.train, head=head))
+    model, _ = training.train_head(feats["train"], y["train"], feats["val"], y["val"], len(classes), params.train)
     return {name: float((model.predict(feats[name], verbose=0).argmax(axis=1) == y[name]).mean())
             for name in ("test", "asl-other-dev")}
 
@@ -100,11 +107,15 @@ def main():
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from asl_pipeline.config import load_params
+    from bench_variants import BACKBONE, LANDMARKS, variant_reading  # benchmarks/, the script's folder
 
-    params = load_params(REPO / "params.yaml")
-    sets = load_sets(params)
+    project = load_params(REPO / "params.yaml")
+    sets = load_sets(project)
+    reader = project.variant(variant_reading(project, LANDMARKS, "the hand-landmark figures"))
+    if args.backbone or args.backbone_child:
+        backbone = project.variant(variant_reading(project, BACKBONE, "the backbone figures (--backbone)"))
     if args.backbone_child:  # one oneDNN setting per process: TensorFlow reads it at import
-        np.savez(args.backbone_child, **backbone_features(params, sets))
+        np.savez(args.backbone_child, **backbone_features(backbone, sets))
         return
 
     results = {}
@@ -112,9 +123,9 @@ def main():
                 ("XNNPACK, 2 threads", "AUTO", 2), ("TFLite kernels, no XNNPACK", "BUILTIN_WITHOUT_DEFAULT_DELEGATES", 1)]
     reference = None
     for name, resolver, threads in variants:
-        feats = hand_features(params, sets, resolver, threads)
+        feats = hand_features(reader, sets, resolver, threads)
         reference = reference or feats
-        results[f"hand_landmarks: {name}"] = {**spread(reference, feats), **scores(params, sets, feats, "svm")}
+        results[f"hand_landmarks: {name}"] = {**spread(reference, feats), **scores(reader, sets, feats)}
         print(name, results[f"hand_landmarks: {name}"], flush=True)
     if args.backbone:
         reference = None
@@ -126,7 +137,7 @@ def main():
                 feats = {key: data[key] for key in data.files}
             reference = reference or feats
             key = f"backbone: oneDNN {'on' if onednn == '1' else 'off'}"
-            results[key] = {**spread(reference, feats), **scores(params, sets, feats, "mlp")}
+            results[key] = {**spread(reference, feats), **scores(backbone, sets, feats)}
             print(key, results[key], flush=True)
     print(json.dumps(results, indent=2))
 

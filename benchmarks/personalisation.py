@@ -1,10 +1,14 @@
 """Teach it your hand, measured: k photos per letter of each other signer in training, that signer's other
 photos scored (asl_pipeline/personalisation.py). Part of `make bench`; alone:
 
-    python benchmarks/personalisation.py [--draws 3] [--extra-weight 1 5 20]
+    python benchmarks/personalisation.py [--draws 3] [--extra-weight 1 5 20] [--variant NAME]
 
-Needs the pipeline's train features (`dvc repro featurize`) and ../shared's asl-other-dev and asl-webcam-dev.
-Prints a table; benchmarks/run.py writes the figures into benchmarks/results.json.
+It measures the variant that reads hand landmarks alone and serves (params.yaml serve.model, `reader` by
+default; --variant another one), with that variant's train params (head, svm_c, landmark_copies,
+extra_weight). Needs that variant's train features (`dvc repro featurize@reader`: data/features/reader/), the
+hand bundle of the hand_model stage (models/hand_landmarker.task) and ../shared's asl-other-dev and
+asl-webcam-dev (evaluate.extra_sets). Prints a table; benchmarks/run.py writes the figures into
+benchmarks/results.json.
 """
 import argparse
 import dataclasses
@@ -18,10 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from asl_pipeline import dataset, features, hand_model, images, progress, training  # noqa: E402
+from asl_pipeline.atomic import read_json  # noqa: E402
 from asl_pipeline.config import input_path, load_params, project_paths  # noqa: E402
+from asl_pipeline.errors import exit_on_pipeline_error  # noqa: E402
 from asl_pipeline.featurizers import Featurizer, FeatureSpec  # noqa: E402
 from asl_pipeline.personalisation import personalisation, signer_of  # noqa: E402
-from asl_pipeline.atomic import read_json  # noqa: E402
+from bench_variants import LANDMARKS, served_reader  # noqa: E402  (benchmarks/, the script's folder)
 
 KS = (0, 1, 2)
 
@@ -41,34 +47,51 @@ def signer_sets(featurizer: Featurizer, folders, classes) -> dict:
             for key, (vectors, labels) in by_signer.items()}
 
 
-def measure(draws: int = 3, extra_weights=None) -> dict:
+def variant_features(paths, name: str, params):
+    """(spec, train arrays) of variant `name`'s train features; SystemExit unless they are hand landmarks alone.
+    Features made with other params than params.yaml's now (no `dvc repro` since) are measured, with a warning."""
+    variant = paths.variant(name)
+    spec = FeatureSpec.from_dict(read_json(variant.features / "meta.json", f"featurize@{name}")["spec"])
+    if spec.featurizers != LANDMARKS:
+        raise SystemExit(f"personalisation measures hand landmarks alone; {variant.features} holds "
+                         f"{list(spec.featurizers)} features: run `dvc repro featurize@{name}`")
+    if spec != FeatureSpec.from_params(params):
+        print(f"WARNING: {variant.features} was made with other params than params.yaml's variant {name!r} now; "
+              f"run `dvc repro featurize@{name}` to measure the current ones", file=sys.stderr)
+    return spec, features.load_features(variant.features_file("train"), spec)
+
+
+def measure(draws: int = 3, extra_weights=None, variant: str | None = None, root: Path = REPO) -> dict:
     """{"personalisation": {set: {signer: {k: accuracy}}}, ...} for results.json; extra_weights: also measure
-    k = 1 with these train.extra_weight values."""
-    paths = project_paths(REPO)
-    params = load_params(paths.params)
-    spec = FeatureSpec.from_dict(read_json(paths.features / "meta.json", "featurize")["spec"])
-    if spec.featurizers != ("hand_landmarks",):
-        raise SystemExit(f"personalisation measures the hand-landmark model; the features are {spec.featurizers}")
+    k = 1 with these train.extra_weight values. variant: the variant measured (default: the served one, which
+    must read hand landmarks alone); root: the project (default: this checkout)."""
+    paths = project_paths(root)
+    project = load_params(paths.params)
+    name = served_reader(project, variant)
+    params = project.variant(name)
+    spec, train = variant_features(paths, name, params)
     classes = params.split.classes
-    train = features.load_features(paths.features_file("train"), spec)
     y_train = training.class_indices(train["labels"], classes)
-    featurizer = Featurizer(spec, hand_model.verified_bundle(paths.model_files.hand_model))
+    # The bundle featurize read the train features with (the reader's model folder holds a copy of it).
+    featurizer = Featurizer(spec, hand_model.verified_bundle(paths.hand_model))
     sets = signer_sets(featurizer, [input_path(paths.root, f) for f in params.evaluate.extra_sets], classes)
     results, started = {}, time.perf_counter()
-    for weight in [params.train.extra_weight] + list(extra_weights or []):
+    default_weight = params.train.extra_weight
+    for weight in [default_weight] + [w for w in extra_weights or [] if w != default_weight]:
         train_params = dataclasses.replace(params.train, extra_weight=weight)
-        ks = KS if weight == params.train.extra_weight else (1,)
+        ks = KS if weight == default_weight else (1,)
         scores = personalisation(train, y_train, sets, spec, train_params,
                                  len(classes), ks, draws)
         for score in scores:
             (set_name, signer), k = score.signer, score.k
             results.setdefault(weight, {}).setdefault(set_name, {}).setdefault(signer, {})[k] = {
                 "accuracy": round(score.accuracy, 3), "spread": round(score.spread, 3), "scored": score.scored}
-    default = results[params.train.extra_weight]
+    default = results[default_weight]
     summary = {f"personalisation_k{k}_{set_name}": round(float(np.mean(
         [signers[s][k]["accuracy"] for s in signers])), 3) for set_name, signers in default.items() for k in KS}
     return {"personalisation": {str(w): r for w, r in results.items()}, **summary,
-            "personalisation_extra_weight": params.train.extra_weight, "personalisation_draws": draws,
+            "personalisation_variant": name, "personalisation_extra_weight": default_weight,
+            "personalisation_landmark_copies": params.train.landmark_copies, "personalisation_draws": draws,
             "personalisation_seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -82,13 +105,16 @@ def table(figures: dict) -> str:
     return "\n".join(lines)
 
 
+@exit_on_pipeline_error
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--draws", type=int, default=3, help="draws of the k photos per signer and k")
     parser.add_argument("--extra-weight", type=int, nargs="*", default=[],
                         help="also measure k=1 with these train.extra_weight values")
+    parser.add_argument("--variant", help="the params.yaml variant measured; it must read hand landmarks alone "
+                                          "(default: serve.model)")
     args = parser.parse_args()
-    figures = measure(args.draws, args.extra_weight)
+    figures = measure(args.draws, args.extra_weight, args.variant)
     print(table(figures))
     print({key: value for key, value in figures.items() if key != "personalisation"})
 

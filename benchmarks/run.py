@@ -20,13 +20,21 @@ Keys (see benchmarks/README.md for the figures measured here):
                           ratio, and the share of photos whose predicted class (an svm head, 2-fold) agrees
   predict_ms_per_image    Classifier.analyse([photo]) warm, default model (hand_landmarks + svm head)
   predict_heatmap_ms_per_image   the same with Grad-CAM, fused model (backbone + hand_landmarks + svm)
+  predict_ms_per_image_repo_model   predict_ms_per_image of the served variant's model that `dvc repro`
+                          trained here (models/<serve.model>/model.keras: models/reader/), when there is one
   spell_fps               frames per second of `spell` (video.spell) on an MJPG video of the photos, default model
   live_page_fps           frames per second through the demo page's live endpoint (asl_pipeline/live.py): the
                           same photos as JPEGs posted over HTTP one at a time, each answer awaited, default model
   personalisation_k<k>_<set>   accuracy on a new signer's other photos after k photos per letter of theirs
-                          joined training (benchmarks/personalisation.py), mean over the set's signers
-  scale_linearity         wall time per image of `dvc repro` split..evaluate on 4N images over N (the
-                          sample), in throwaway copies of the project (--skip-scale leaves it out)
+                          joined training (benchmarks/personalisation.py: the served variant, which must read
+                          hand landmarks alone), mean over the set's signers
+  scale_linearity         wall time per image of `dvc repro` split..evaluate, every variant (--scale-variants:
+                          some), on 4N images over N (the sample), in throwaway copies of the project
+                          (--skip-scale leaves it out)
+
+Params: the hand-landmark figures use the train params of the params.yaml variant that reads hand landmarks
+alone (reader), the backbone figures (exp30, bf16) those of the one that reads the backbone alone (resnet50):
+benchmarks/bench_variants.py picks them by what they read, the served variant first.
 
 Run: make bench   (or: python benchmarks/run.py [--skip-scale] [--images 256])
 """
@@ -97,8 +105,23 @@ def sample_photos(count: int):
 
 
 def repo_params():
+    """params.yaml of this checkout: a ProjectParams (its shared sections, and each variant's Params)."""
     from asl_pipeline.config import load_params
     return load_params(REPO / "params.yaml")
+
+
+def landmark_params():
+    """The Params of the variant that reads hand landmarks alone (the reader): the hand-landmark figures."""
+    from bench_variants import LANDMARKS, variant_reading
+    project = repo_params()
+    return project.variant(variant_reading(project, LANDMARKS, "the hand-landmark figures (predict, spell, live)"))
+
+
+def backbone_params():
+    """The Params of the variant that reads the backbone alone (resnet50): the backbone figures."""
+    from bench_variants import BACKBONE, variant_reading
+    project = repo_params()
+    return project.variant(variant_reading(project, BACKBONE, "the backbone figures (exp30, bf16)"))
 
 
 def spec_for(featurizers, image_size: int):
@@ -286,7 +309,7 @@ def exp30(bench: Bench) -> dict:
     x = bench.cached["backbone"]["backbone"]
     classes = bench.classes
     y = training.class_indices(bench.labels, classes)
-    params = dataclasses.replace(repo_params().train, head="mlp", epochs=epochs, patience=epochs)
+    params = dataclasses.replace(backbone_params().train, head="mlp", epochs=epochs, patience=epochs)
     start = time.perf_counter()
     with quiet():
         training.train_head(x, y, x[:0], y[:0], len(classes), params)
@@ -334,7 +357,7 @@ def bf16(bench: Bench) -> dict:
     x32, x16 = arrays32["backbone"], arrays16["backbone"]
     classes = bench.classes
     y = training.class_indices(bench.labels, classes)
-    params = dataclasses.replace(repo_params().train, head="svm")
+    params = dataclasses.replace(backbone_params().train, head="svm")
     # Two folds, stratified: every other photo of each class is held out; the svm head trained on the float32
     # features of the rest predicts the held-out photos from their float32 and from their bfloat16 features.
     rank = np.zeros(len(y), int)
@@ -357,13 +380,14 @@ def bf16(bench: Bench) -> dict:
 
 
 def predict(bench: Bench, workdir: Path) -> dict:
-    """Warm Classifier.analyse latency for one photo: default model, and the fused model with Grad-CAM."""
+    """Warm Classifier.analyse latency for one photo: default model, and the fused model with Grad-CAM; and the
+    served variant's model that `dvc repro` last trained here (models/<serve.model>/model.keras), if any."""
     from asl_pipeline import features, images, inference, model, training
     from asl_pipeline.config import ModelFiles
 
     classes = bench.classes
     y = training.class_indices(bench.labels, classes)
-    svm = dataclasses.replace(repo_params().train, head="svm")
+    svm = dataclasses.replace(landmark_params().train, head="svm")
     if "hand_landmarks" not in bench.cached:
         bench.cached["hand_landmarks"] = bench.featurize("hand_landmarks")[0]
     arrays = {**bench.cached["hand_landmarks"], "backbone": bench.cached["backbone"]["backbone"]}
@@ -396,14 +420,15 @@ def predict(bench: Bench, workdir: Path) -> dict:
     result = {"predict_ms_per_image": median_ms(classifiers["hand_landmarks"], False),
               "predict_ms_per_image_fused": median_ms(classifiers["fused"], False),
               "predict_heatmap_ms_per_image": median_ms(classifiers["fused"], True)}
-    repo_model = REPO / "models" / "model.keras"
+    from asl_pipeline.config import project_paths
+    repo_model = project_paths(REPO).variant(repo_params().served).model_files.model
     if repo_model.is_file():  # the model `dvc repro` last trained here (its svm has the sample's support vectors)
         try:
             classifier = inference.load_classifier(repo_model)
         except Exception as error:  # another session may be rewriting it: the figures above stand alone
             log(f"predict: skipped {repo_model} ({error})")
         else:
-            bench.repo_model = "+".join(classifier.spec.featurizers)
+            bench.repo_model = (repo_model.relative_to(REPO).as_posix(), "+".join(classifier.spec.featurizers))
             result["predict_ms_per_image_repo_model"] = median_ms(classifier, False)
     return result
 
@@ -573,16 +598,31 @@ def build_4n(source: Path, target: Path, copies: int = SCALE_COPIES) -> int:
     return expected
 
 
-def project_copy(root: Path, data_dir: Path, per_class: str) -> Path:
+def scale_variants(params: dict, names=None) -> dict:
+    """params.yaml (as read by yaml) with only the variants `names` (None: all of them, as `dvc repro` runs
+    them); serve.model stays unless it is left out, then it is the first kept. SystemExit on an unknown name."""
+    if not names:
+        return params
+    unknown = [name for name in names if name not in params["variants"]]
+    if unknown:
+        raise SystemExit(f"--scale-variants: no variant(s) {unknown} in params.yaml (it has "
+                         f"{list(params['variants'])})")
+    variants = {name: overrides for name, overrides in params["variants"].items() if name in names}
+    served = params["serve"]["model"]
+    return {**params, "variants": variants, "serve": {**params["serve"],
+                                                      "model": served if served in variants else next(iter(variants))}}
+
+
+def project_copy(root: Path, data_dir: Path, per_class: str, variants=None) -> Path:
     """The working tree as git lists it (tracked and untracked, not ignored) in `root`, a fresh git repo with
-    params set for the measurement."""
+    params set for the measurement; `variants`: only these params.yaml variants (default: all)."""
     import yaml
 
     sys.path.insert(0, str(REPO / "tests"))
     from helpers import copy_working_tree  # the DVC tests' throwaway projects are made the same way
 
     copy_working_tree(root, skip=("metrics/", "plots/", "dvc.lock", "benchmarks/"))
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = scale_variants(yaml.safe_load((root / "params.yaml").read_text()), variants)
     params["data"].update(source="local", local_dir=str(data_dir))
     params["hands"].update(source="local", local_file=str(BUNDLE))
     params["split"]["per_class"] = "all" if per_class == "all" else int(per_class)
@@ -615,6 +655,8 @@ def repro_seconds(root: Path) -> dict:
 
 
 def scale(args) -> dict:
+    import yaml
+
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     n_photos = len(list(TRAIN_DIR.rglob("*.jpg")))
@@ -625,10 +667,12 @@ def scale(args) -> dict:
         root = Path(tempfile.mkdtemp(prefix=f"bench-project-{label}-", dir=work))
         try:
             log(f"scale: dvc repro on {photos} photos in {root}")
-            project_copy(root, data_dir, args.scale_per_class)
+            project_copy(root, data_dir, args.scale_per_class, args.scale_variants)
             seconds, others = repro_seconds(root)
             counts = json.loads((root / "metrics" / "split.json").read_text())["counts"]
-            runs[label] = {"photos": photos, "seconds": seconds, "others": others, "counts": counts}
+            variants = list(yaml.safe_load((root / "params.yaml").read_text())["variants"])
+            runs[label] = {"photos": photos, "seconds": seconds, "others": others, "counts": counts,
+                           "variants": variants}
         finally:
             if not args.keep_projects:
                 shutil.rmtree(root, ignore_errors=True)
@@ -640,7 +684,8 @@ def scale(args) -> dict:
     result = {"scale_linearity": per_image(big_run) / per_image(n), "scale_n_images": n["photos"],
               "scale_4n_images": big_run["photos"], "scale_n_seconds": sum(n["seconds"].values()),
               "scale_4n_seconds": sum(big_run["seconds"].values())}
-    scale.details = {label: {"others_cores": run["others"], "counts": run["counts"]} for label, run in runs.items()}
+    scale.details = {label: {"others_cores": run["others"], "counts": run["counts"], "variants": run["variants"]}
+                     for label, run in runs.items()}
     for stage in SCALE_STAGES:
         result[f"scale_{stage}_n_s"] = n["seconds"][stage]
         result[f"scale_{stage}_4n_s"] = big_run["seconds"][stage]
@@ -682,6 +727,9 @@ def main():
                         help="leave out the `dvc repro` scale run (~6 min here); keeps the last scale figures, marked")
     parser.add_argument("--scale-only", action="store_true", help="only the scale run, merged into the results")
     parser.add_argument("--scale-per-class", default="all")
+    parser.add_argument("--scale-variants", nargs="+", metavar="NAME",
+                        help="the scale run's `dvc repro` trains only these params.yaml variants (default: all of "
+                             "them, as `dvc repro` does)")
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "asl-pipeline-bench"),
                         help="outside the repo: the 4N dataset (built once, reused) and the project copies")
     parser.add_argument("--keep-projects", action="store_true")
@@ -722,8 +770,9 @@ def main():
                                 "letter of that signer added to the train features (counted train.extra_weight "
                                 "times, reshaped copies as train makes), the svm head trained, that signer's other "
                                 "photos scored; 3 draws of the k photos, mean; _k1_<set>: mean over the set's signers",
-             "scale_linearity": "dvc repro -s split, featurize, train, evaluate (default featurizers, "
-                                "per_class all, no extra sets) on 4N photos over N, per photo"}
+             "scale_linearity": "dvc repro -s split, featurize, train, evaluate (each stage of every variant "
+                                "in params.yaml, or of --scale-variants: about.scale_runs.*.variants; split.per_class "
+                                "--scale-per-class, no extra sets) on 4N photos over N, per photo"}
     results = {}
     with tempfile.TemporaryDirectory(prefix="asl-bench-") as tmp:
         if not args.scale_only:
@@ -742,7 +791,9 @@ def main():
             log("live page frames per second")
             results |= live_page_fps(bench, Path(tmp))
             if getattr(bench, "repo_model", None):
-                about["predict_ms_per_image_repo_model"] = f"models/model.keras of this checkout ({bench.repo_model})"
+                model_path, featurizers = bench.repo_model
+                about["predict_ms_per_image_repo_model"] = (f"{model_path} of this checkout, the served variant "
+                                                            f"(serve.model; {featurizers})")
             results |= memory(args)
     carried = []
     if args.skip_personalisation:

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # updated key by key.
 TINY_VARIANT = "resnet50"
 STAGE_PROJECT_PARAMS = {
-    "variants": {TINY_VARIANT: {"model": {"featurizers": ["backbone"]}, "train": {"head": "mlp"}}},
+    "variants": {TINY_VARIANT: {"model": {"featurizers": ["backbone"]}, "featurize": {}, "train": {"head": "mlp"}}},
     "serve": {"model": TINY_VARIANT},
     "data": {"extra_train": []},
     "model": {"weights": "none", "image_size": 32},

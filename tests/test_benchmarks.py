@@ -1,16 +1,34 @@
 """benchmarks/run.py's own logic (the measurements themselves run in `make bench`, never here)."""
+import copy
 import hashlib
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+import bench_variants  # noqa: E402
 import run as bench  # noqa: E402
 
 from asl_pipeline import dataset  # noqa: E402
+from asl_pipeline.config import parse_params  # noqa: E402
+
+RAW_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+READS_LANDMARKS = {"model": {"featurizers": ["hand_landmarks"]}, "train": {"head": "svm"}}
+READS_BACKBONE = {"model": {"featurizers": ["backbone"]}, "train": {"head": "mlp"}}
+READS_BOTH = {"model": {"featurizers": ["backbone", "hand_landmarks"]}, "train": {"head": "svm"}}
+
+
+def project(variants: dict, served: str):
+    """The repo's params.yaml with these variants and serve.model, parsed."""
+    raw = copy.deepcopy(RAW_PARAMS)
+    raw["variants"], raw["serve"] = copy.deepcopy(variants), {"model": served}
+    return parse_params(raw)
 
 
 def test_4n_copies_are_new_bytes_and_new_frames_of_the_same_photo(tmp_path):
@@ -44,3 +62,52 @@ def test_the_table_marks_a_missed_target():
     assert lines["featurize_vs_forward"].endswith("MISSED")
     assert lines["rss_growth"].endswith("ok")
     assert lines["hand_landmarks_images_per_s"].split()[1:] == ["40.000"]  # no target, no mark
+
+
+def test_the_repo_params_give_the_reader_to_landmark_figures_and_resnet50_to_backbone_figures():
+    params = bench.repo_params()
+    assert bench_variants.variant_reading(params, bench_variants.LANDMARKS, "figures") == "reader"
+    assert bench_variants.variant_reading(params, bench_variants.BACKBONE, "figures") == "resnet50"
+    assert bench.landmark_params() == params.variant("reader")
+    assert bench.backbone_params().train.head == params.variant("resnet50").train.head == "mlp"
+    assert bench_variants.served_reader(params) == "reader"
+
+
+def test_figures_take_the_served_variant_first_then_the_first_that_reads_the_same():
+    variants = {"fused": READS_BOTH, "hands_b": READS_LANDMARKS, "hands_a": READS_LANDMARKS, "cnn": READS_BACKBONE}
+    assert bench_variants.variant_reading(project(variants, "hands_a"), ["hand_landmarks"], "figures") == "hands_a"
+    assert bench_variants.variant_reading(project(variants, "fused"), ["hand_landmarks"], "figures") == "hands_b"
+    assert bench_variants.variant_reading(project(variants, "fused"), ["backbone"], "figures") == "cnn"
+
+
+def test_no_variant_reading_the_figures_input_is_an_error_naming_every_variant():
+    with pytest.raises(SystemExit, match=r"exp30.*\['backbone'\].*fused: \['backbone', 'hand_landmarks'\]"):
+        bench_variants.variant_reading(project({"fused": READS_BOTH, "hands": READS_LANDMARKS}, "hands"),
+                                       ["backbone"], "exp30")
+
+
+def test_personalisation_measures_the_served_variant_only_if_it_reads_hand_landmarks_alone():
+    variants = {"cnn": READS_BACKBONE, "hands": READS_LANDMARKS}
+    assert bench_variants.served_reader(project(variants, "hands")) == "hands"
+    with pytest.raises(SystemExit, match=r"serve.model is 'cnn', which reads \['backbone'\]: pass --variant hands"):
+        bench_variants.served_reader(project(variants, "cnn"))
+    assert bench_variants.served_reader(project(variants, "cnn"), "hands") == "hands"  # --variant
+    with pytest.raises(SystemExit, match=r"variant 'cnn', which reads"):
+        bench_variants.served_reader(project(variants, "hands"), "cnn")
+    with pytest.raises(SystemExit, match=r"no variant 'readr'"):
+        bench_variants.served_reader(project(variants, "hands"), "readr")
+    with pytest.raises(SystemExit, match=r"add a variant with model.featurizers: \['hand_landmarks'\]"):
+        bench_variants.served_reader(project({"cnn": READS_BACKBONE, "fused": READS_BOTH}, "cnn"))
+
+
+def test_the_scale_run_keeps_every_variant_or_the_chosen_ones_with_a_served_one_among_them():
+    raw = copy.deepcopy(RAW_PARAMS)
+    assert bench.scale_variants(raw, None) == raw
+    only = bench.scale_variants(raw, ["resnet50"])
+    assert list(only["variants"]) == ["resnet50"] and only["serve"]["model"] == "resnet50"
+    assert parse_params(only).served == "resnet50"  # still a valid params.yaml
+    kept = bench.scale_variants(raw, ["resnet50", "reader"])
+    assert list(kept["variants"]) == list(raw["variants"]) and kept["serve"] == raw["serve"]
+    assert raw["variants"] == RAW_PARAMS["variants"]  # the input is left alone
+    with pytest.raises(SystemExit, match="readr"):
+        bench.scale_variants(raw, ["readr"])

@@ -16,6 +16,8 @@ SHARED = REPO.parent / "shared"
 SAMPLE = SHARED / "data" / "asl-sample"
 BUNDLE = SHARED / "models" / "mediapipe-hands" / "hand_landmarker.task"
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+# One variant, the one served: hand landmarks with the svm head (test_pipeline_e2e.py runs both the project ships).
+VARIANTS = {"reader": {"model": {"featurizers": ["hand_landmarks"]}, "featurize": {}, "train": {"head": "svm"}}}
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,12 +36,14 @@ def _run(args, cwd, env=None, expect_success=True):
 
 def _copy_project(root: Path) -> Path:
     """The working tree as git sees it (tracked and untracked, not ignored), without outputs, with small params."""
-    copy_working_tree(root, skip=("metrics/", "plots/", "dvc.lock", "models/run.json", "models/MODEL_CARD.md"))
+    copy_working_tree(root, skip=("metrics/", "plots/", "dvc.lock", "models/MODEL_CARD"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["local_dir"] = str(SAMPLE)
     params["hands"]["local_file"] = str(BUNDLE)
     params["split"].update(classes=["A", "B", "L"], per_class=20)
-    params["model"].update(featurizers=["hand_landmarks"], weights="none", image_size=32)
+    params["variants"] = VARIANTS
+    params["serve"] = {"model": "reader"}
+    params["train"].update(landmark_copies=0)
     params["evaluate"]["extra_sets"] = []
     params["explain"].update(per_class=1, max_misclassified=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -59,12 +63,18 @@ def test_dvc_push_then_pull_in_a_fresh_clone_leaves_nothing_to_reproduce(tmp_pat
 
     clone = tmp_path / "clone"
     _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    assert not (clone / "models" / "model.keras").exists()
+    # The variant's model folder (a directory output of train@reader) and its features, from the remote.
+    pulled = [f"models/reader/{name}" for name in ("model.keras", "labels.json", "featurizers.json", "run.json",
+                                                   "hand_landmarker.task")] + ["data/features/reader/train.npz"]
+    assert not any((clone / name).exists() for name in pulled)
     _run(["dvc", "pull"], clone)
+    for name in pulled:
+        assert (clone / name).read_bytes() == (project / name).read_bytes(), name
     # Every stage is up to date but extra_train, which DVC always runs to hash data.extra_train's folders.
     status = _run(["dvc", "status"], clone).output
     assert "always changed" in status and [line.strip() for line in status.splitlines()
                                            if line.strip().endswith(":")] == ["extra_train:"], status
+    # predict without --model reads the variant serve.model names, models/reader/: hands, from its own bundle.
     photo = SAMPLE / "asl_alphabet_test" / "L_test.jpg"
     predicted = _run([sys.executable, "-m", "asl_pipeline", "predict", str(photo), "--json", "--no-heatmap",
                       "--out", str(tmp_path / "out")], clone)

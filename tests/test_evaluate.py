@@ -1,15 +1,19 @@
 """The evaluate stage: extra sets of other people's photos, scoring with unreadable files, hand-found rates,
-and evaluate.json with a few scalars per set (per-class scores go to plots/per_class/<set>.csv)."""
+and a variant's evaluate.json with a few scalars per set (per-class scores go to
+plots/variants/<variant>/per_class/<set>.csv)."""
 import csv
+import dataclasses
 import json
 import runpy
 import shutil
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from asl_pipeline import dataset, evaluation, inference
+from asl_pipeline.config import Paths, load_params
 from asl_pipeline.errors import PipelineError
 from helpers import REPO, SAMPLE, copy_bundle_beside, make_spec, needs_sample
 from test_gradcam import CLASSES, save_tiny, tiny_classifier, write_image
@@ -67,7 +71,7 @@ def test_read_labelled_folder_refuses_a_missing_or_empty_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    """A backbone-only tiny classifier, loaded the way evaluate loads models/model.keras."""
+    """A backbone-only tiny classifier, loaded the way evaluate loads models/<variant>/model.keras."""
     return inference.load_classifier(save_tiny(tiny_classifier(), tmp_path_factory.mktemp("models")))
 
 
@@ -142,11 +146,31 @@ def test_hand_counts_and_found_rates_by_hand():
 
 # ---------------------------------------------------------------- the stage
 
+VARIANT = "resnet50"  # the one variant of a StageProject's params.yaml (conftest.TINY_VARIANT)
+
+
+def variant_paths(project):
+    return Paths(project.root).variant(VARIANT)
+
+
+def write_run(project, **changes) -> dict:
+    """run.json beside the variant's model, as train writes it: the params it was trained with, as a record."""
+    params = load_params(project.root / "params.yaml").variant(VARIANT)
+    record = dataclasses.asdict(params)
+    for section, values in changes.items():
+        record[section].update(values)
+    run = {"variant": VARIANT, "pretrained": False, "backbone_weights": "none", "git_commit": None,
+           "git_dirty": None, "dvc_experiment": None, "params": record}
+    variant_paths(project).model_files.run.write_text(json.dumps(run))
+    return run
+
+
 @pytest.fixture
 def evaluate_project(stage_project, tmp_path):
-    """A project with a trained tiny model, a test manifest, split and train metrics, and an extra set."""
+    """A project with a trained tiny model (and its run.json), a test manifest, split and train metrics, and an
+    extra set."""
     root = stage_project.root
-    save_tiny(tiny_classifier(), root / "models")
+    save_tiny(tiny_classifier(), variant_paths(stage_project).model_dir)
     rows = ["path,label"]
     for label in CLASSES:
         for i in range(2):
@@ -159,12 +183,16 @@ def evaluate_project(stage_project, tmp_path):
     (root / "metrics" / "split.json").write_text(json.dumps({"counts": {"train": 0, "val": 0, "test": 6}}))
     make_folder(root / "extra" / "other-people", {"A/x.jpg": (50, 40), "C/y.jpg": (40, 50), "C/z.jpg": b"broken"})
     stage_project.set(evaluate={"top_k": 2, "extra_sets": ["extra/other-people"]})
+    write_run(stage_project)
     return stage_project
 
 
-def run_evaluate(project, monkeypatch):
+def run_evaluate(project, monkeypatch, *args):
+    """stages/evaluate.py in this process, with the variant's name as `dvc repro` passes it (or `args`)."""
+    script = str(REPO / "stages" / "evaluate.py")
     monkeypatch.chdir(project.root)
-    runpy.run_path(str(REPO / "stages" / "evaluate.py"), run_name="__main__")
+    monkeypatch.setattr(sys, "argv", [script, *(args or (VARIANT,))])
+    runpy.run_path(script, run_name="__main__")
 
 
 def read_rows(path):
@@ -174,11 +202,11 @@ def read_rows(path):
 
 def test_evaluate_stage_writes_scalars_per_set_and_per_class_plots(evaluate_project, monkeypatch, capsys):
     run_evaluate(evaluate_project, monkeypatch)
-    root = evaluate_project.root
-    results = json.loads((root / "metrics" / "evaluate.json").read_text())
+    root, variant = evaluate_project.root, variant_paths(evaluate_project)
+    results = json.loads((variant.metrics / "evaluate.json").read_text())
     assert list(results) == ["accuracy", "mirror_consistency", "macro_f1", "pretrained"]
-    assert results["pretrained"] is None  # this model has no run.json beside it
-    details = json.loads((root / "metrics" / "evaluate_details.json").read_text())
+    assert results["pretrained"] is False  # from the model's run.json
+    details = json.loads((variant.metrics / "evaluate_details.json").read_text())
     assert list(details) == ["test", "other-people"]  # the extra set named by its folder
     for name, n in (("test", 6), ("other-people", 2)):
         assert set(details[name]) == {"n", "accuracy", "macro_f1", "top_2_accuracy", "mirror_consistency"}, details[name]
@@ -188,23 +216,69 @@ def test_evaluate_stage_writes_scalars_per_set_and_per_class_plots(evaluate_proj
             assert results[metric][name] == details[name][metric]
     captured = capsys.readouterr()
     assert "z.jpg" in captured.err  # the broken photo of the extra set was skipped and reported
-    per_class = root / "plots" / "per_class"
+    assert f"evaluate {VARIANT} test: accuracy" in captured.out
+    per_class = variant.plots / "per_class"
     assert sorted(p.name for p in per_class.iterdir()) == ["other-people.csv", "test.csv"]
     test_rows = read_rows(per_class / "test.csv")
     assert test_rows[0] == ["class", "images", "precision", "recall", "f1", "no_hand"]
     assert [row[0] for row in test_rows[1:]] == CLASSES and [row[1] for row in test_rows[1:]] == ["2", "2", "2"]
     assert [row[0] for row in read_rows(per_class / "other-people.csv")[1:]] == ["A", "C"]  # classes present only
-    assert len(read_rows(root / "plots" / "confusion.csv")) == 1 + 6  # the test set's
-    report = (root / "metrics" / "classification_report.txt").read_text()
+    assert len(read_rows(variant.plots / "confusion.csv")) == 1 + 6  # the test set's
+    report = (variant.metrics / "classification_report.txt").read_text()
     assert "== test (6 images)" in report and "== other-people (2 images)" in report
-    assert read_rows(root / "data" / "eval" / "misclassified.csv")[0] == ["path", "label", "predicted", "probability"]
+    assert read_rows(variant.eval / "misclassified.csv")[0] == ["path", "label", "predicted", "probability"]
+    assert variant.eval == root / "data" / "eval" / VARIANT
+    card = variant.model_card.read_text()
+    assert variant.model_card == root / "models" / f"MODEL_CARD_{VARIANT}.md"
+    assert f"variant `{VARIANT}`" in card and f"`models/{VARIANT}/`" in card
+    # Everything it wrote is in the variant's own folders: nothing at the old shared places.
+    assert sorted(p.name for p in (root / "metrics").iterdir()) == ["split.json", "variants"]
+    assert sorted(p.name for p in (root / "plots").iterdir()) == ["variants"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == [f"MODEL_CARD_{VARIANT}.md", VARIANT]
+
+
+def test_evaluate_stage_writes_the_model_card_from_the_params_the_model_was_trained_with(evaluate_project,
+                                                                                          monkeypatch):
+    """params.yaml may have changed since train ran (an mlp head here); the card describes the model as trained."""
+    write_run(evaluate_project, train={"head": "svm", "svm_c": 7.5}, split={"seed": 1234})
+    run_evaluate(evaluate_project, monkeypatch)
+    card = variant_paths(evaluate_project).model_card.read_text()
+    assert "SVM, RBF kernel, C=7.5" in card and "dense head" not in card
+    assert "seed 1234" in card
+
+
+@pytest.mark.parametrize("run", [None, {"pretrained": True}, {"pretrained": True, "params": {"data": {}}}],
+                         ids=["no run.json", "no params record", "incomplete params record"])
+def test_evaluate_stage_without_the_params_record_exits_1_naming_run_json(evaluate_project, monkeypatch, capsys,
+                                                                          run):
+    variant = variant_paths(evaluate_project)
+    if run is None:
+        variant.model_files.run.unlink()
+    else:
+        variant.model_files.run.write_text(json.dumps(run))
+    with pytest.raises(SystemExit) as exited:
+        run_evaluate(evaluate_project, monkeypatch)
+    assert exited.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and f"models/{VARIANT}/run.json" in error and "dvc repro" in error
+    assert not variant.metrics.exists() and not variant.model_card.exists()
+
+
+def test_evaluate_stage_for_a_variant_params_yaml_lacks_names_the_variants(evaluate_project, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run_evaluate(evaluate_project, monkeypatch, "reader")
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'reader'" in err and f"'{VARIANT}'" in err
+    assert not (evaluate_project.root / "metrics" / "variants").exists()
 
 
 @pytest.mark.parametrize("problem", ["unknown class folder", "missing folder", "two sets named alike"])
 def test_evaluate_stage_with_a_bad_extra_set_exits_1_and_keeps_previous_metrics(evaluate_project, monkeypatch,
                                                                                  capsys, problem):
-    root = evaluate_project.root
-    previous = root / "metrics" / "evaluate.json"
+    root, variant = evaluate_project.root, variant_paths(evaluate_project)
+    previous = variant.metrics / "evaluate.json"
+    previous.parent.mkdir(parents=True)
     previous.write_text('{"previous": true}')
     if problem == "unknown class folder":
         make_folder(root / "extra" / "other-people", {"hello/h.jpg": (20, 20)})
@@ -223,4 +297,4 @@ def test_evaluate_stage_with_a_bad_extra_set_exits_1_and_keeps_previous_metrics(
     assert err.startswith("error: ") and "evaluate.extra_sets" in err
     assert all(fragment in err for fragment in expected), err
     assert previous.read_text() == '{"previous": true}'
-    assert not (root / "plots" / "per_class").exists()
+    assert not (root / "plots").exists() and not variant.model_card.exists()

@@ -4,6 +4,7 @@ Grad-CAM through a fused model with an SVM head: test_fusion.py.
 """
 import runpy
 import shutil
+import sys
 from pathlib import Path
 
 import keras
@@ -14,6 +15,7 @@ from PIL import Image
 from asl_pipeline import drawing, explain, gradcam, model as model_module
 from asl_pipeline.config import ExplainParams, Paths
 from asl_pipeline.config import ModelFiles
+from asl_pipeline.errors import PipelineError
 from asl_pipeline.model import assemble, build_head, save_model
 from helpers import copy_bundle_beside, make_spec, needs_bundle
 
@@ -21,6 +23,7 @@ CLASSES = ["A", "B", "C"]
 SIZE = 32
 STRIDE = 2
 PROJECT = Path(__file__).resolve().parents[1]
+VARIANT = "resnet50"  # a variant of the repo's params.yaml, which the explain stage test runs with
 
 
 def tiny_classifier(kernel_seed: int = 0, head_sign=(1.0, -1.0, -1.0), image_size: int = SIZE,
@@ -175,9 +178,10 @@ def write_image(path: Path, size=(48, 40), mode="RGB") -> str:
 
 @pytest.fixture
 def project(tmp_path, model):
-    """A project with a saved tiny model, a test manifest (with one unreadable file) and misclassified.csv."""
+    """A project with a saved tiny model of the variant VARIANT, a test manifest (with one unreadable file) and
+    the variant's misclassified.csv."""
     paths = Paths(tmp_path)
-    save_tiny(model, paths.models)
+    save_tiny(model, paths.variant(VARIANT).model_dir)
     rows = [("A", "A1"), ("A", "A2"), ("B", "Bbad"), ("B", "B1"), ("C", "C1")]
     manifest = ["path,label"]
     for label, stem in rows:
@@ -190,8 +194,8 @@ def project(tmp_path, model):
         manifest.append(f"{relative},{label}")
     paths.split.mkdir(parents=True)
     paths.manifest("test").write_text("\n".join(manifest) + "\n")
-    paths.eval.mkdir(parents=True)
-    (paths.eval / "misclassified.csv").write_text(
+    paths.variant(VARIANT).eval.mkdir(parents=True)
+    (paths.variant(VARIANT).eval / "misclassified.csv").write_text(
         "path,label,predicted,probability\n"
         "data/raw/A/A2.jpg,A,B,0.7\n"
         "data/raw/C/C1.jpg,C,A,0.6\n")
@@ -203,9 +207,11 @@ EXPECTED = {"A_A1.png", "misclassified_A_as_B_A2.png", "misclassified_C_as_A_C1.
 
 
 def test_explain_writes_one_overlay_per_chosen_image_and_a_grid(project, capsys):
-    summary = explain.explain_test_set(project, PARAMS, batch_size=2)
-    out = project.plots / "gradcam"
+    summary = explain.explain_test_set(project, project.variant(VARIANT), PARAMS, batch_size=2)
+    out = project.root / "plots" / "variants" / VARIANT / "explain"
+    assert summary.out_dir == out
     assert {p.name for p in out.iterdir()} == EXPECTED
+    assert [p.name for p in project.plots.iterdir()] == ["variants"]  # nothing outside the variant's folder
     assert (summary.written, summary.misclassified, summary.skipped) == (3, 2, 1)
     assert "Bbad.jpg" in capsys.readouterr().err
     for name in EXPECTED:
@@ -216,10 +222,11 @@ def test_explain_writes_one_overlay_per_chosen_image_and_a_grid(project, capsys)
 @needs_bundle
 def test_explain_with_a_hands_model_shows_grad_cam_beside_the_skeleton(project, monkeypatch):
     featurizers = ("backbone", "hand_landmarks")
-    copy_bundle_beside(save_tiny(tiny_classifier(featurizers=featurizers), project.models, featurizers))
+    copy_bundle_beside(save_tiny(tiny_classifier(featurizers=featurizers), project.variant(VARIANT).model_dir,
+                                 featurizers))
     drawn = {}
     monkeypatch.setattr(explain, "save_titled_overlay", lambda path, rgb, title: drawn.update({Path(path).name: rgb}))
-    summary = explain.explain_test_set(project, PARAMS)
+    summary = explain.explain_test_set(project, project.variant(VARIANT), PARAMS)
     assert set(drawn) == EXPECTED - {"grid.png"} and summary.written == 3
     for rgb in drawn.values():  # the 48 x 40 photo twice: Grad-CAM overlay, then the hand (or "no hand found")
         assert rgb.shape == (40, 96, 3)
@@ -227,7 +234,8 @@ def test_explain_with_a_hands_model_shows_grad_cam_beside_the_skeleton(project, 
 
 
 def test_explain_failure_keeps_the_previous_plots(project, monkeypatch):
-    old = project.plots / "gradcam"
+    variant = project.variant(VARIANT)
+    old = variant.plots / "explain"
     old.mkdir(parents=True)
     (old / "old.png").write_bytes(b"previous run")
     calls = []
@@ -240,15 +248,32 @@ def test_explain_failure_keeps_the_previous_plots(project, monkeypatch):
 
     monkeypatch.setattr(explain, "save_titled_overlay", fail_on_second)
     with pytest.raises(RuntimeError, match="disk full"):
-        explain.explain_test_set(project, PARAMS)
-    assert [p.name for p in project.plots.iterdir()] == ["gradcam"]  # no temporary folder left behind
+        explain.explain_test_set(project, variant, PARAMS)
+    assert [p.name for p in variant.plots.iterdir()] == ["explain"]  # no temporary folder left behind
     assert [p.name for p in old.iterdir()] == ["old.png"]
 
 
 def test_explain_stage_script(project, monkeypatch, capsys):
     shutil.copy(PROJECT / "params.yaml", project.params)
+    script = str(PROJECT / "stages" / "explain.py")
     monkeypatch.chdir(project.root)
-    runpy.run_path(str(PROJECT / "stages" / "explain.py"), run_name="__main__")
+    monkeypatch.setattr(sys, "argv", [script, VARIANT])  # as dvc.yaml's explain@VARIANT runs it
+    runpy.run_path(script, run_name="__main__")
     out = capsys.readouterr().out
-    assert out.startswith("explain: 3 ") and "2 misclassified" in out and "1 unreadable" in out, out
-    assert (project.plots / "gradcam" / "grid.png").is_file()
+    assert out.startswith(f"explain {VARIANT}: 3 ") and "2 misclassified" in out and "1 unreadable" in out, out
+    assert (project.variant(VARIANT).plots / "explain" / "grid.png").is_file()
+
+
+def test_explain_reads_the_model_and_misclassified_photos_of_its_own_variant(project):
+    """Two variants side by side: each one's explanations come from its own model folder and misclassified.csv."""
+    other = project.variant("other")
+    other.eval.mkdir(parents=True)
+    (other.eval / "misclassified.csv").write_text("path,label,predicted,probability\ndata/raw/B/B1.jpg,B,C,0.9\n")
+    with pytest.raises(PipelineError, match="models/other/model.keras"):  # not VARIANT's model
+        explain.explain_test_set(project, other, PARAMS)
+    save_tiny(tiny_classifier(head_sign=(-1.0, 1.0, -1.0)), other.model_dir)
+    summary = explain.explain_test_set(project, other, PARAMS)
+    assert summary.out_dir == other.plots / "explain" and summary.misclassified == 1
+    assert {p.name for p in summary.out_dir.iterdir()} == {"A_A1.png", "C_C1.png", "misclassified_B_as_C_B1.png",
+                                                          "grid.png"}
+    assert not (project.variant(VARIANT).plots / "explain").exists()

@@ -4,13 +4,18 @@ Outputs are written to a hidden temporary sibling and renamed into place (asl_pi
 exception or Ctrl-C removes the temporary; SIGTERM and SIGKILL end the process without cleanup, so the
 next write into the same folder removes what a dead writer left there.
 """
+import json
+import shutil
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from asl_pipeline import atomic, dataset
-from asl_pipeline.config import load_params
+from asl_pipeline import atomic, dataset, features
+from asl_pipeline.config import Paths, load_params
+from asl_pipeline.featurizers import FeatureSpec
+from helpers import HAND_BUNDLE, needs_bundle
 
 
 def snapshot(folder: Path) -> dict:
@@ -170,6 +175,69 @@ def test_split_stage_killed_mid_write_keeps_previous_outputs(stage_project, sig)
     assert again.returncode == 0, again.stderr
     assert snapshot(split) == expected_csvs(project) != before
     assert hidden_leftovers(project) == []
+
+
+# ---------------------------------------------------------------- a variant's train stage killed halfway
+
+# Run before train@VARIANT in the same interpreter: the stage sends itself SIGTERM once the new model is saved
+# into its temporary folder, before anything is renamed into place.
+TRAIN_HOOK = """
+import os, pathlib, signal
+from asl_pipeline import model
+_save_model = model.save_model
+def save_model(*args, **kwargs):
+    _save_model(*args, **kwargs)
+    pathlib.Path("hook reached").touch()
+    os.kill(os.getpid(), signal.SIGTERM)
+model.save_model = save_model
+"""
+
+
+def write_landmark_features(project, name: str) -> None:
+    """data/features/NAME/ as featurize@NAME writes it for a landmarks-only variant: three separable classes."""
+    spec = FeatureSpec.from_params(load_params(project.root / "params.yaml").variant(name))
+    rng = np.random.default_rng(0)
+    folder = Paths(project.root).variant(name).features
+    folder.mkdir(parents=True)
+    for split, count in (("train", 30), ("val", 9)):
+        labels = np.arange(count) % 3
+        hand = rng.normal(0, 0.3, (count, spec.hand_dim)) + labels[:, None]
+        features.save_features(folder / f"{split}.npz", {
+            "hand": hand.astype("float32"), "labels": np.array(["ABC"[i] for i in labels]),
+            "paths": np.array([f"data/raw/{split}{i}.jpg" for i in range(count)]),
+            "views": np.zeros(count, np.int16), "origins": np.array(["dataset"] * count)})
+    (folder / "meta.json").write_text(json.dumps({"spec": spec.to_dict(), "weights": "not used",
+                                                  "pretrained": False}))
+
+
+@pytest.mark.slow  # two runs of the stage, each loading TensorFlow
+@needs_bundle
+def test_train_stage_killed_mid_write_keeps_the_variants_previous_model_folder_curves_and_metrics(stage_project):
+    """train@VARIANT replaces models/VARIANT/ (a folder), its curves and train.json together or not at all."""
+    project, name = stage_project, "reader"
+    project.set(variants={name: {"model": {"featurizers": ["hand_landmarks"]}, "train": {"head": "svm"}}},
+                serve={"model": name}, split={"classes": ["A", "B", "C"]}, hands={"features": ["angles"]})
+    write_landmark_features(project, name)
+    paths = Paths(project.root)
+    paths.hand_model.parent.mkdir(parents=True)
+    shutil.copyfile(HAND_BUNDLE, paths.hand_model)  # what the hand_model stage leaves in models/
+    variant = paths.variant(name)
+    first = project.run("train", name)
+    assert first.returncode == 0, first.stderr
+    folders = (variant.model_dir, variant.plots / "train")
+    files = (variant.plots / "learning_curves.png", variant.metrics / "train.json")
+    assert {"model.keras", "labels.json", "featurizers.json", "run.json", "hand_landmarker.task"} <= \
+        set(snapshot(variant.model_dir))
+    before = [snapshot(folder) for folder in folders], [file.read_bytes() for file in files]
+
+    project.set(train={"svm_c": 0.001})  # another model: run.json records the params it was trained with
+    killed = project.run("train", name, hook=TRAIN_HOOK)
+    assert (project.root / "hook reached").is_file(), killed.stderr
+    assert killed.returncode != 0
+    assert ([snapshot(folder) for folder in folders], [file.read_bytes() for file in files]) == before
+    assert json.loads(variant.model_files.run.read_text())["params"]["train"]["svm_c"] != 0.001
+    for parent in (variant.model_dir.parent, variant.plots, variant.metrics):  # SIGTERM -> SystemExit: cleanup ran
+        assert [p.name for p in parent.iterdir() if p.name.startswith(".") and p.name != ".gitignore"] == []
 
 
 def test_atomic_files_replace_all_outputs_or_none(tmp_path):

@@ -13,7 +13,7 @@ from asl_pipeline.keypoint_attribution import KeypointAttribution
 from asl_pipeline.model import assemble, build_head
 from helpers import (HAND_BUNDLE, SAMPLE, copy_bundle_beside, make_hand, make_spec, needs_bundle, needs_sample,
                      synthetic_landmarks, train_params)
-from test_gradcam import EXPECTED, PARAMS, model, project, save_tiny  # noqa: F401 (model, project: fixtures)
+from test_gradcam import EXPECTED, PARAMS, VARIANT, model, project, save_tiny  # noqa: F401 (model, project: fixtures)
 
 THUMB = [1, 2, 3, 4]
 FINGERS = {"thumb": THUMB, "index": [5, 6, 7, 8], "middle": [9, 10, 11, 12], "ring": [13, 14, 15, 16],
@@ -186,14 +186,16 @@ def landmarks_model_file(folder):
 
 @needs_bundle
 def test_explain_stage_colours_the_joints_of_a_landmarks_model(project, monkeypatch):  # noqa: F811
-    landmarks_model_file(project.models)
+    variant = project.variant(VARIANT)
+    landmarks_model_file(variant.model_dir)
     drawn = {}
     monkeypatch.setattr(explain, "save_titled_overlay", lambda path, rgb, title: drawn.update({path.name: rgb}))
     calls = []
     real = drawing.draw_hand_weights
     monkeypatch.setattr(drawing, "draw_hand_weights", lambda *args: calls.append(args) or real(*args))
-    summary = explain.explain_test_set(project, PARAMS)
+    summary = explain.explain_test_set(project, variant, PARAMS)
     assert set(drawn) == EXPECTED - {"grid.png"} and summary.written == 3
+    assert summary.out_dir == variant.plots / "explain"
     assert all(rgb.shape == (40, 48, 3) for rgb in drawn.values())  # one panel: the (weighted) skeleton
     assert len(calls) == 3 and all(weights.shape == (21,) for _, _, weights in calls)
 

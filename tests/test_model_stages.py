@@ -22,7 +22,7 @@ from asl_pipeline import backbones, evaluation, features, model, training
 from asl_pipeline.config import ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.featurizers import Featurizer, augment_photo
-from helpers import make_spec, train_params
+from helpers import make_spec, needs_bundle, train_params
 
 SIZE = 32
 CLASSES = ["A", "B", "C"]
@@ -617,47 +617,69 @@ def test_saved_model_is_invariant_to_image_size(saved_model, height, width, tole
 
 # ---------------------------------------------------------------- the train stage
 
+@needs_bundle
 @pytest.mark.parametrize("head", ["svm", "mlp"])
 def test_train_stage_on_cached_hand_features_writes_the_model_and_its_companions(stage_project, monkeypatch,
                                                                                    capsys, head):
-    """The train stage, in this process, on feature files as featurize writes them for a landmarks-only spec."""
-    import json
+    """The train stage, in this process, on feature files as featurize writes them for a landmarks-only variant:
+    one self-contained folder models/VARIANT/, and the variant's curves and metrics."""
+    import dataclasses
     import runpy
+    import shutil
 
-    from asl_pipeline.config import load_params
+    from asl_pipeline.config import Paths, load_params, params_from_record
     from asl_pipeline.featurizers import FeatureSpec
-    from helpers import REPO
+    from helpers import HAND_BUNDLE, REPO
 
-    project = stage_project
-    project.set(split={"classes": CLASSES}, model={"featurizers": ["hand_landmarks"]},
-                hands={"features": ["angles"]},
-                train={"head": head, "epochs": 15, "patience": 5, "learning_rate": 0.05, "batch_size": 16})
-    spec = FeatureSpec.from_params(load_params(project.root / "params.yaml"))
-    assert spec.hand_dim == 16
+    project, name = stage_project, "reader"
+    project.set(variants={name: {"model": {"featurizers": ["hand_landmarks"]}, "train": {"head": head}}},
+                serve={"model": name}, split={"classes": CLASSES}, hands={"features": ["angles"]},
+                train={"epochs": 15, "patience": 5, "learning_rate": 0.05, "batch_size": 16})
+    params = load_params(project.root / "params.yaml").variant(name)
+    spec = FeatureSpec.from_params(params)
+    assert spec.hand_dim == 16 and params.train.head == head
     x, y = separable_features(per_class=20, dim=spec.hand_dim, seed=5)
-    folder = project.root / "data" / "features"
+    paths = Paths(project.root)
+    variant = paths.variant(name)
+    folder = variant.features
     folder.mkdir(parents=True)
-    for name, rows in (("train", slice(0, 45)), ("val", slice(45, 60))):
+    for split, rows in (("train", slice(0, 45)), ("val", slice(45, 60))):
         count = len(y[rows])
-        features.save_features(folder / f"{name}.npz", {
+        features.save_features(folder / f"{split}.npz", {
             "hand": x[rows], "labels": np.array([CLASSES[i] for i in y[rows]]),
-            "paths": np.array([f"data/raw/{name}{i}.jpg" for i in range(count)]), "views": np.zeros(count, np.int16),
+            "paths": np.array([f"data/raw/{split}{i}.jpg" for i in range(count)]), "views": np.zeros(count, np.int16),
             "origins": np.array(["dataset"] * count)})
     (folder / "meta.json").write_text(json.dumps({"spec": spec.to_dict(), "weights": "not used", "pretrained": False}))
+    paths.hand_model.parent.mkdir(parents=True)
+    shutil.copyfile(HAND_BUNDLE, paths.hand_model)  # what the hand_model stage leaves in models/
 
+    script = str(REPO / "stages" / "train.py")
     monkeypatch.chdir(project.root)
-    runpy.run_path(str(REPO / "stages" / "train.py"), run_name="__main__")
-    assert capsys.readouterr().out.splitlines()[-1].startswith("train: ")
-    models = project.root / "models"
-    assert json.loads((models / "labels.json").read_text()) == CLASSES
-    assert model.load_spec(models / "featurizers.json") == spec
-    run = json.loads((models / "run.json").read_text())
-    assert {"pretrained", "backbone_weights", "git_commit", "git_dirty", "dvc_experiment"} <= set(run)
-    assert run["pretrained"] is False and run["backbone_weights"] == "not used"
-    assert (models / "model_summary.txt").is_file() and (project.root / "plots" / "learning_curves.png").is_file()
-    metrics = json.loads((project.root / "metrics" / "train.json").read_text())
+    monkeypatch.setattr(sys, "argv", [script, name])  # as dvc.yaml's train@reader runs it
+    runpy.run_path(script, run_name="__main__")
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"train {name}: ")
+    files = variant.model_files
+    assert files.model == project.root / "models" / name / "model.keras"
+    assert json.loads(files.labels.read_text()) == CLASSES
+    assert model.load_spec(files.spec) == spec
+    # The folder alone is enough to read photos: the hand bundle is copied in.
+    assert files.hand_model.read_bytes() == HAND_BUNDLE.read_bytes()
+    assert {"model.keras", "labels.json", "featurizers.json", "run.json", "model_summary.txt",
+            "hand_landmarker.task"} <= {p.name for p in variant.model_dir.iterdir()}
+    assert sorted(p.name for p in paths.models.iterdir()) == ["hand_landmarker.task", name]  # no temporary left
+    run = json.loads(files.run.read_text())
+    assert {"variant", "pretrained", "backbone_weights", "git_commit", "git_dirty", "dvc_experiment",
+            "params"} <= set(run)
+    assert run["variant"] == name and run["pretrained"] is False and run["backbone_weights"] == "not used"
+    # The params it was trained with, as a record evaluate rebuilds for the model card.
+    assert run["params"] == json.loads(json.dumps(dataclasses.asdict(params)))
+    assert params_from_record(run["params"], files.run).train.head == head
+    assert (variant.plots / "learning_curves.png").is_file()
+    assert variant.plots == project.root / "plots" / "variants" / name and (variant.plots / "train").is_dir()
+    metrics = json.loads((variant.metrics / "train.json").read_text())
+    assert variant.metrics == project.root / "metrics" / "variants" / name
     assert metrics["fine_tuned"] is False and metrics["val_accuracy"] > 0.8
     assert metrics["epochs_run"] == 1 if head == "svm" else 1 <= metrics["epochs_run"] <= 15
-    network, _ = model.load_model(models / "model.keras", models / "labels.json")
+    network, _ = model.load_model(files.model, files.labels)
     assert model.input_names(network) == ("hand",)
     assert (network.predict({"hand": x[45:]}, verbose=0).argmax(axis=1) == y[45:]).mean() > 0.8

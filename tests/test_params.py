@@ -8,7 +8,7 @@ import yaml
 
 from asl_pipeline.backbones import BACKBONES
 from asl_pipeline.config import (ALL_CLASSES, FEATURIZERS, HAND_FEATURE_GROUPS, HAND_MODEL_SOURCES, HEADS, PRECISIONS,
-                                 load_params, parse_params)
+                                 SECTIONS, load_params, parse_params)
 from asl_pipeline.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,15 +17,34 @@ DELETE = object()
 
 
 def changed(**dotted) -> dict:
-    """The repo's params with `section__key=value` changes (DELETE removes the key)."""
+    """The repo's params with `section__key=value` changes that every variant sees: the key is set in each
+    variant that sets its own, and in the top-level section unless every variant does (DELETE removes it from
+    all of them)."""
     raw = copy.deepcopy(BASE)
     for name, value in dotted.items():
         section, key = name.split("__")
-        if value is DELETE:
-            del raw[section][key]
-        else:
-            raw[section][key] = value
+        variants = [overrides or {} for overrides in raw["variants"].values()]
+        places = [overrides[section] for overrides in variants if key in overrides.get(section, {})]
+        if len(places) < len(variants):
+            places.append(raw[section])
+        for place in places:
+            if value is DELETE:
+                place.pop(key, None)
+            else:
+                place[key] = value
     return raw
+
+
+def each_variant(params, section: str) -> list:
+    """`section` as every variant of the parsed params sees it."""
+    return [getattr(variant, section) for variant in params.variants.values()]
+
+
+# Every key a variant ends up with: the top-level sections' and those only the variants set (model.featurizers,
+# train.head), and serve's.
+KEYS = sorted({(section, key) for section in SECTIONS for key in BASE[section]}
+              | {(section, key) for overrides in BASE["variants"].values() for section, keys in overrides.items()
+                 for key in keys} | {("serve", key) for key in BASE["serve"]})
 
 
 def error(raw) -> str:
@@ -38,11 +57,18 @@ def error(raw) -> str:
 
 def test_the_repo_params_are_valid():
     params = load_params(REPO / "params.yaml")
-    assert params.train.epochs == BASE["train"]["epochs"]
-    assert params.model.backbone in BACKBONES
+    assert list(params.variants) == list(BASE["variants"]) and len(params.variants) >= 2
+    assert params.served == BASE["serve"]["model"] and params.served in params.variants
+    for name, overrides in BASE["variants"].items():
+        variant = params.variant(name)
+        assert variant.train.epochs == BASE["train"]["epochs"]
+        assert variant.model.backbone in BACKBONES
+        # Each variant sets the two keys the top-level sections leave out.
+        assert set(variant.model.featurizers) == set(overrides["model"]["featurizers"])
+        assert variant.train.head == overrides["train"]["head"]
 
 
-@pytest.mark.parametrize("section, key", [(s, k) for s, keys in BASE.items() for k in keys])
+@pytest.mark.parametrize("section, key", KEYS)
 def test_a_missing_key_is_named(section, key):
     message = error(changed(**{f"{section}__{key}": DELETE}))
     assert f"'{section}.{key}'" in message and "missing" in message
@@ -156,7 +182,8 @@ def test_image_size_below_the_backbones_minimum(backbone):
     message = error(changed(model__backbone=backbone, model__image_size=minimum - 1))
     assert "'model.image_size'" in message and repr(minimum - 1) in message
     assert str(minimum) in message and backbone in message
-    assert parse_params(changed(model__backbone=backbone, model__image_size=minimum)).model.image_size == minimum
+    accepted = parse_params(changed(model__backbone=backbone, model__image_size=minimum))
+    assert [model.image_size for model in each_variant(accepted, "model")] == [minimum] * len(BASE["variants"])
 
 
 @pytest.mark.parametrize("val, test", [(0.5, 0.5), (0.7, 0.4), (0.25, 0.75)])
@@ -178,16 +205,16 @@ def test_fractions_summing_to_one_or_more(val, test):
     ("train.svm_c", 1e-6), ("evaluate.extra_sets", [])])
 def test_values_on_the_boundary_are_accepted(name, value):
     section, key = name.split(".")
-    parsed = getattr(parse_params(changed(**{f"{section}__{key}": value})), section)
-    got = getattr(parsed, key)
-    if name == "evaluate.extra_sets":
-        assert got == tuple(value)
-    elif name == "split.classes":
-        assert got == (ALL_CLASSES if value == "all" else tuple(sorted(value, key=ALL_CLASSES.index)))
-    elif name == "split.per_class":
-        assert got == (None if value == "all" else value)
-    else:
-        assert got == value and type(got) is type(BASE[section][key])
+    for parsed in each_variant(parse_params(changed(**{f"{section}__{key}": value})), section):
+        got = getattr(parsed, key)
+        if name == "evaluate.extra_sets":
+            assert got == tuple(value)
+        elif name == "split.classes":
+            assert got == (ALL_CLASSES if value == "all" else tuple(sorted(value, key=ALL_CLASSES.index)))
+        elif name == "split.per_class":
+            assert got == (None if value == "all" else value)
+        else:
+            assert got == value and type(got) is type(BASE[section][key])
 
 
 def test_fallback_min_presence_null_turns_the_fallback_off():
@@ -202,8 +229,8 @@ def test_feature_lists_come_back_in_their_fixed_order(key, names):
     section, name = key.split(".")
     for subset in ([names[-1], names[0]], list(reversed(names)), [names[1]]):
         raw = changed(**{f"{section}__{name}": subset}, featurize__crop_to_hand=False, train__landmark_copies=0)
-        got = getattr(getattr(parse_params(raw), section), name)
-        assert got == tuple(n for n in names if n in subset)
+        for parsed in each_variant(parse_params(raw), section):
+            assert getattr(parsed, name) == tuple(n for n in names if n in subset)
 
 
 @pytest.mark.parametrize("changes, named, fragments", [
@@ -250,9 +277,9 @@ def test_yaml_1_2_floats_written_by_dvc_set_are_accepted(tmp_path):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(raw["train"]["learning_rate"], str)  # the trap this test is about
-    train = load_params(path).train
-    assert (train.learning_rate, train.fine_tune_learning_rate, train.dropout) == (1e-5, 3e-6, 0.5)
-    assert all(type(v) is float for v in (train.learning_rate, train.fine_tune_learning_rate, train.dropout))
+    for train in each_variant(load_params(path), "train"):
+        assert (train.learning_rate, train.fine_tune_learning_rate, train.dropout) == (1e-5, 3e-6, 0.5)
+        assert all(type(v) is float for v in (train.learning_rate, train.fine_tune_learning_rate, train.dropout))
 
 
 def test_missing_params_file_names_it(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from asl_pipeline import cli
@@ -121,11 +122,67 @@ def test_no_images_found(tmp_path, capsys):
     assert "no images found" in capsys.readouterr().err
 
 
+def served_project(root: Path, served: str) -> Path:
+    """A project folder with the repo's params.yaml, its variants `reader` and `mirror` each holding a tiny saved
+    model in models/<variant>/, and serve.model naming `served`. The two models read the same photo as different
+    letters: the reader's first class grows with its features, mirror's last."""
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
+    params["variants"] = {"reader": {"model": {"featurizers": ["backbone"]}, "train": {"head": "mlp"}},
+                          "mirror": {"model": {"featurizers": ["backbone"]}, "train": {"head": "mlp"}}}
+    params["serve"] = {"model": served}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    for variant, head_sign in (("reader", (1.0, -1.0, -1.0)), ("mirror", (-1.0, -1.0, 1.0))):
+        if not (root / "models" / variant / "model.keras").is_file():
+            save_tiny(tiny_classifier(head_sign=head_sign), root / "models" / variant)
+    return root
+
+
+def predict_in(folder: Path, *args) -> subprocess.CompletedProcess:
+    """`python -m asl_pipeline predict ARGS` run in `folder`, as someone in their project root runs it."""
+    return subprocess.run([sys.executable, "-m", "asl_pipeline", "predict", *map(str, args)], cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_without_model_predict_uses_the_variant_serve_model_names(tmp_path, monkeypatch):
+    image = write_image(tmp_path / "hand.png")
+    project = served_project(tmp_path / "project", "mirror")
+    result = predict_in(project, image, "--out", tmp_path / "out-mirror", "--json", "--no-heatmap")
+    assert result.returncode == 0, result.stderr
+    [record] = json.loads((tmp_path / "out-mirror" / "predictions.json").read_text())
+    assert record["label"] == CLASSES[-1]  # mirror's model, from models/mirror/
+
+    served_project(project, "reader")  # the same project, serving the other variant
+    monkeypatch.chdir(project)
+    assert predict(image, "--out", tmp_path / "out-reader", "--json", "--no-heatmap") == 0
+    [record] = json.loads((tmp_path / "out-reader" / "predictions.json").read_text())
+    assert record["label"] == CLASSES[0]  # the reader's, from models/reader/
+
+
+def test_without_model_predict_names_the_missing_model_of_serve_model(tmp_path, monkeypatch, capsys):
+    project = served_project(tmp_path / "project", "mirror")
+    shutil.rmtree(project / "models" / "mirror")
+    monkeypatch.chdir(project)
+    assert predict(write_image(tmp_path / "hand.png"), "--out", tmp_path / "out") == 1
+    assert str(Path("models") / "mirror" / "model.keras") in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_model_or_params_yaml_predict_says_to_pass_model(tmp_path):
+    image = write_image(tmp_path / "hand.png")
+    (tmp_path / "elsewhere").mkdir()
+    result = predict_in(tmp_path / "elsewhere", image, "--out", tmp_path / "out")
+    assert result.returncode == 1
+    assert "params.yaml" in result.stderr and "--model" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_help_documents_every_option():
     text = subprocess.run([sys.executable, "-m", "asl_pipeline", "predict", "--help"], cwd=PROJECT,
                           capture_output=True, text=True, check=True).stdout
-    for option in ("--model", "--top-k", "--out", "--json", "--no-heatmap", "--batch-size"):
-        assert option in text
+    for option in ("--model", "--top-k", "--out", "--json", "--no-heatmap", "--batch-size", "serve.model",
+                   "models/reader/model.keras"):
+        assert option in " ".join(text.split()), option  # argparse wraps the help text
 
 
 @pytest.mark.skipif(not SAMPLE.is_file(), reason=f"shared ASL sample not found at {SAMPLE}")

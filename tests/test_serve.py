@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from asl_pipeline import cli, images, serve, uploads
@@ -346,8 +347,31 @@ def test_serve_bad_port_and_missing_model_say_what_to_do(tmp_path, capsys):
 
 def test_serve_without_demo_packages_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "streamlit.web", None)  # makes `import streamlit.web` fail
+    monkeypatch.chdir(PROJECT)  # where params.yaml names the default model
     assert cli.main(["serve"]) == 1
     assert "requirements-demo.txt" in capsys.readouterr().err
+
+
+def test_serve_without_model_serves_the_variant_serve_model_names(monkeypatch, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
+    assert "resnet50" in params["variants"] and params["serve"]["model"] != "resnet50"
+    params["serve"]["model"] = "resnet50"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    assert cli.served_model_file(project) == project / "models" / "resnet50" / "model.keras"
+    served = []
+    monkeypatch.setattr(serve, "serve", lambda model_file, *args: served.append(Path(model_file).resolve()))
+    monkeypatch.chdir(project)
+    assert cli.main(["serve", "--port", str(free_port())]) == 0
+    assert served == [(project / "models" / "resnet50" / "model.keras").resolve()]
+
+
+def test_serve_without_model_or_params_yaml_says_to_pass_model(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert "params.yaml" in err and "--model" in err
 
 
 def free_port() -> int:
@@ -405,12 +429,13 @@ def serving(model_file: Path | None, teach_dir: Path):
 def running_server(hands_model, tmp_path):
     """(URL, model file, teach folder) of the demo serving the tiny hands model.
 
-    For the README screenshot (ASL_DEMO_SCREENSHOT=1) it serves the pipeline's own model, the default.
+    For the README screenshot (ASL_DEMO_SCREENSHOT=1) it serves the pipeline's own model, the default: the
+    variant params.yaml's serve.model names.
     """
     teach_dir = tmp_path / "my-hand"
     screenshot = os.environ.get("ASL_DEMO_SCREENSHOT") == "1"
     with serving(None if screenshot else hands_model, teach_dir) as url:
-        yield url, PROJECT / "models" / "model.keras" if screenshot else hands_model, teach_dir
+        yield url, cli.served_model_file(PROJECT) if screenshot else hands_model, teach_dir
 
 
 @pytest.fixture

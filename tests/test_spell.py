@@ -1,6 +1,7 @@
 """`python -m asl_pipeline spell`: a real video of sample photos spelled by a model trained on other photos,
 and the errors a video or camera gives."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from asl_pipeline import cli, hand_model, images, model, training, video
 from asl_pipeline.config import ModelFiles
@@ -141,6 +143,35 @@ def test_a_video_cut_short_keeps_what_was_spelled(model_file, cab_video, tmp_pat
     captured = capsys.readouterr()
     assert captured.out == "CA\n"
     assert f"{cut} stopped" in captured.err and "frames before its end" in captured.err
+
+
+@needs_sample
+def test_without_model_spell_uses_the_variant_serve_model_names(model_file, cab_video, tmp_path, monkeypatch, capsys):
+    """Run in a project, spell reads models/<serve.model>/: here a variant named `hands`, its folder a copy of
+    the trained one (companions and hand bundle included)."""
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
+    params["variants"] = {"hands": {"model": {"featurizers": ["hand_landmarks"]}, "train": {"head": "svm"}}}
+    params["serve"] = {"model": "hands"}
+    project = tmp_path / "project"
+    shutil.copytree(model_file.parent, project / "models" / "hands")
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    monkeypatch.chdir(project)
+    assert spell(cab_video) == 0
+    assert capsys.readouterr().out == f"{WORD}\n"
+    shutil.rmtree(project / "models" / "hands")
+    assert spell(cab_video) == 1
+    assert str(Path("models") / "hands" / "model.keras") in capsys.readouterr().err
+
+
+def test_without_model_or_params_yaml_spell_says_to_pass_model(tmp_path, monkeypatch, capsys, cab_video):
+    monkeypatch.chdir(tmp_path)
+    assert spell(cab_video) == 1
+    err = capsys.readouterr().err
+    assert "params.yaml" in err and "--model" in err
+    # The video is checked first: a wrong path is named at once, before any model is looked for.
+    assert spell(tmp_path / "absent.mp4") == 1
+    err = capsys.readouterr().err
+    assert "absent.mp4" in err and "params.yaml" not in err
 
 
 def test_a_file_that_is_not_a_video_names_the_file(tmp_path, capsys):

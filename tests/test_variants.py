@@ -252,7 +252,7 @@ def test_a_per_variant_stage_needs_a_declared_variant_and_writes_nothing_without
 @pytest.mark.slow
 def test_a_per_variant_stage_run_without_its_argument_exits_1_with_the_usage_line(stage_project):
     before = listing(stage_project.root)
-    for stage in PER_VARIANT_STAGES:
+    for stage in ("train",):  # one real process (TensorFlow loads in each); the others run in-process above
         result = stage_project.run(stage)
         assert result.returncode == 1, (stage, result.stderr[-2000:])
         last = result.stderr.strip().splitlines()[-1]

@@ -26,21 +26,22 @@ def main():
     name = stage_variant(sys.argv)
     params, variant = load_params(paths.params).variant(name), paths.variant(name)
     t, classes = params.train, params.split.classes
-    strategy = training.distribution_strategy(t.distribute)
-    training.seed_everything(t.seed)
     meta = read_json(variant.features / "meta.json", f"featurize@{name}")
-    spec = FeatureSpec.from_dict(meta["spec"])
-    train = features.load_features(variant.features_file("train"), spec)
-    val = features.load_features(variant.features_file("val"), spec)
-    y_train = training.class_indices(train["labels"], classes)
-    y_val = training.class_indices(val["labels"], classes)
-    bundle = hand_model.verified_bundle(paths.hand_model) if spec.uses_hands else None
+    # Before any loading: a head whose inputs have not changed keeps its model.
     outputs = (variant.plots / "learning_curves.png", variant.metrics / "train.json")
     code = [*Path(training.__file__).parent.glob("*.py"), Path(__file__)]
     digest = training.inputs_digest(params, variant.features, code)
     if training.model_is_current(variant.model_files, digest, [*outputs, variant.plots / "train"]):
         print(f"train {name}: nothing this variant's {t.head} head reads has changed; {variant.model_dir} kept")
         return
+    strategy = training.distribution_strategy(t.distribute)
+    training.seed_everything(t.seed)
+    spec = FeatureSpec.from_dict(meta["spec"])
+    train = features.load_features(variant.features_file("train"), spec)
+    val = features.load_features(variant.features_file("val"), spec)
+    y_train = training.class_indices(train["labels"], classes)
+    y_val = training.class_indices(val["labels"], classes)
+    bundle = hand_model.verified_bundle(paths.hand_model) if spec.uses_hands else None
 
     # Every output is written to a temporary sibling and all are renamed into place at the end, so a failed
     # run keeps the previous model folder, curves and metrics together. dvclive empties its folder when it

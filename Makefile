@@ -17,11 +17,16 @@ pipeline: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
 # The tests cover the demo page too, so they install its packages (requirements-demo.txt).
+# Test files run side by side, one per CPU core (pytest-xdist): a file's tests share its module fixtures,
+# so a file stays on one worker; tests/conftest.py hands out the longest files first. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= auto
+PYTEST = PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: $(VENV)/.installed-demo
-	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest
+	$(PYTEST)
 
 test-fast: $(VENV)/.installed-demo
-	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # make bench [BENCH_ARGS="--skip-scale --skip-personalisation"]: every figure side by side, table +
 # benchmarks/results.json (~20 min here)

@@ -239,6 +239,11 @@ def make_split(raw_dir: Path, root: Path, params: SplitParams, extra_rows=(), sc
                             f"{list(params.classes)}: check data.local_dir / data.source and re-run download")
     items = deduplicate(items, kaggle_test, params, report)
     manifests = split_items(items, params)
+    if not manifests["test"]:  # evaluate scores the test split; an empty one would only fail there, later
+        raise PipelineError(
+            f"the test split is empty: {len(items)} photos of {len(params.classes)} classes at "
+            f"split.test_fraction {params.test_fraction} (strategy {params.strategy}, block_size "
+            f"{params.block_size}) leave none for test; raise split.per_class or split.test_fraction in params.yaml")
     if kaggle_test:
         manifests[KAGGLE_TEST] = sorted(kaggle_test, key=lambda i: i.path)
     scored = {item.sha256: f"{item.path} ({name} split)" for name in ("val", "test", KAGGLE_TEST)

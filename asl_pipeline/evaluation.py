@@ -100,6 +100,9 @@ def score(classifier, files, names, y_true: np.ndarray, top_k: int, description:
     """
     from asl_pipeline.inference import analyse_images  # TensorFlow: only when something is scored
 
+    if not files:
+        raise PipelineError(f"{description}: there are no photos to score")
+
     kept, probabilities, found, skipped = [], [], [], []
     results = progress.bar(len(files), description, iterable=analyse_images(classifier, files, with_heatmaps=False))
     for index, result in enumerate(results):

@@ -60,6 +60,8 @@ def embed(blocks, data: tf.data.Dataset, count: int, description: str) -> dict:
     except tf.errors.OpError as error:
         raise PipelineError(f"featurize failed while reading images: {error.message.splitlines()[0]}; "
                             "re-run `dvc repro split` if data/raw changed") from None
+    for name, tensor in run.structured_outputs.items():  # no batch (an empty split): no rows, same widths
+        outputs.setdefault(name, np.empty((0,) + tuple(tensor.shape[1:]), np.float32))
     return {name: values[:done] for name, values in outputs.items()}
 
 

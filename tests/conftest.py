@@ -34,6 +34,19 @@ STAGE_PROJECT_PARAMS = {
 }
 REPLACED_SECTIONS = ("variants", "serve")
 
+# The files that take minutes (whole `dvc repro` runs), longest first. `make test` runs files side by side
+# on one worker per core in the order collected: started first, the longest one ends with the rest instead
+# of running on alone at the end.
+LONGEST_FILES = ("test_pipeline_e2e.py", "test_dvc_sharing.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: every other file, and the tests within a file, keep their order
+
 
 class StageProject:
     """A project root under tmp_path: the repo's params.yaml with STAGE_PROJECT_PARAMS (edit with `set`)

@@ -113,6 +113,11 @@ def test_score_with_nothing_readable_names_the_first_file(classifier, tmp_path):
         evaluation.score(classifier, bad, ["x.jpg", "y.jpg"], np.array([0, 1]), top_k=1)
 
 
+def test_score_with_no_photos_says_so_naming_the_set(classifier):
+    with pytest.raises(PipelineError, match="evaluate test: there are no photos to score"):
+        evaluation.score(classifier, [], [], np.array([], dtype=int), top_k=1, description="evaluate test")
+
+
 @needs_sample
 def test_score_counts_photos_without_a_hand_outside_nothing(tmp_path):
     from asl_pipeline.model import assemble, build_head

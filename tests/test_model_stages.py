@@ -22,7 +22,7 @@ from asl_pipeline import backbones, evaluation, features, model, training
 from asl_pipeline.config import ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.featurizers import Featurizer, augment_photo
-from helpers import make_spec, needs_bundle, train_params
+from helpers import HAND_BUNDLE, make_spec, needs_bundle, train_params
 
 SIZE = 32
 CLASSES = ["A", "B", "C"]
@@ -197,6 +197,19 @@ def test_featurize_split_with_resnet50(manifest):
     # One at a time gives the same rows: batching does not mix images up.
     single, _ = features.featurize_split(featurizer, blocks, paths[2:3], labels[2:3], root, batch_size=1)
     np.testing.assert_allclose(single["backbone"][0], feats[2], rtol=1e-4, atol=1e-4)
+
+
+@needs_bundle
+def test_an_empty_split_gives_every_block_with_no_rows_and_its_width(manifest):
+    """A split with no photos (split.val_fraction 0) is featurized to empty blocks that train and the hand counts
+    read like any other."""
+    root = manifest[0]
+    spec = make_spec(("backbone", "hand_landmarks"), image_size=SIZE)
+    embedding = features.embedder(mean_backbone(), spec.backbone, spec.image_size)
+    featurizer = Featurizer(spec, HAND_BUNDLE.read_bytes())
+    arrays, _ = features.featurize_split(featurizer, features.block_function(spec, embedding), [], [], root, 4)
+    assert arrays["backbone"].shape == (0, 3) and arrays["hand"].shape == (0, spec.hand_dim)
+    assert arrays["labels"].shape == arrays["views"].shape == (0,)
 
 
 def test_featurize_split_appends_augmented_copies(manifest):

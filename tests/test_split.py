@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
 from asl_pipeline import dataset, extra, images
 from asl_pipeline.config import KAGGLE_TEST, SPLITS, SplitParams
+from asl_pipeline.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("A", "B", "C")
@@ -333,12 +335,12 @@ def test_similarity_threshold_controls_near_duplicates(tmp_path):
 
 def test_byte_identical_test_photo_leaves_even_at_similarity_one(tmp_path):
     classes = tuple("ABCDEFGHIJ")  # ten chances: each self-similarity rounds below 1 about half the time
-    raw = make_raw(tmp_path, range(1, 7), classes=classes)
+    raw = make_raw(tmp_path, range(1, 12), classes=classes)
     for label in classes:
         write(kaggle_test_file(raw, label), train_file(raw, label, 3).read_bytes())
     manifests, report = dataset.make_split(raw, tmp_path, params(classes=classes, block_size=5,
                                                                  near_duplicate_similarity=1.0))
-    assert sorted(split_of(manifests)) == [(label, 6) for label in classes]
+    assert sorted(split_of(manifests)) == [(label, frame) for label in classes for frame in range(6, 12)]
     assert report.kaggle_test_overlap_dropped == 5 * len(classes)
 
 
@@ -403,3 +405,12 @@ def test_every_class_keeps_a_frame_block_for_training_however_few_it_has(tmp_pat
     # B's two blocks: one trains, the other goes to test (asked first); val gets none of B.
     assert [item.label for item in manifests["test"]].count("B") == 1
     assert [item.label for item in manifests["val"]].count("B") == 0
+
+
+def test_a_split_that_leaves_test_empty_is_refused_naming_the_params_to_raise(tmp_path):
+    """Three photos a class at test_fraction 0.15 round to no test photo: evaluate would have nothing to score."""
+    raw = make_raw(tmp_path, range(1, 4))
+    with pytest.raises(PipelineError, match=r"test split is empty.*raise split.per_class or split.test_fraction"):
+        dataset.make_split(raw, tmp_path, params(test_fraction=0.15, val_fraction=0.15))
+    manifests, _ = dataset.make_split(raw, tmp_path, params(test_fraction=0.34, val_fraction=0))
+    assert manifests["test"] and not manifests["val"]  # no validation photos is allowed: train watches its loss

@@ -29,7 +29,7 @@ test-fast: $(VENV)/.installed-demo
 	$(PYTEST) -m "not slow"
 
 # make bench [BENCH_ARGS="--skip-scale --skip-personalisation"]: every figure side by side, table +
-# benchmarks/results.json (~20 min here)
+# benchmarks/results.json (~35 min here)
 bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" python benchmarks/run.py $(BENCH_ARGS)
 

@@ -59,6 +59,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_variants import BACKBONE, LANDMARKS, variant_reading  # noqa: E402
 SHARED = REPO.parent / "shared"
 SAMPLE = SHARED / "data" / "asl-sample"
 TRAIN_DIR = SAMPLE / "asl_alphabet_train"
@@ -110,18 +111,11 @@ def repo_params():
     return load_params(REPO / "params.yaml")
 
 
-def landmark_params():
-    """The Params of the variant that reads hand landmarks alone (the reader): the hand-landmark figures."""
-    from bench_variants import LANDMARKS, variant_reading
+def variant_params(featurizers, what: str):
+    """The Params of the variant that reads `featurizers` alone (bench_variants.variant_reading: the served one
+    first): LANDMARKS for the hand-landmark figures (the reader), BACKBONE for the backbone figures (resnet50)."""
     project = repo_params()
-    return project.variant(variant_reading(project, LANDMARKS, "the hand-landmark figures (predict, spell, live)"))
-
-
-def backbone_params():
-    """The Params of the variant that reads the backbone alone (resnet50): the backbone figures."""
-    from bench_variants import BACKBONE, variant_reading
-    project = repo_params()
-    return project.variant(variant_reading(project, BACKBONE, "the backbone figures (exp30, bf16)"))
+    return project.variant(variant_reading(project, featurizers, what))
 
 
 def spec_for(featurizers, image_size: int):
@@ -309,7 +303,8 @@ def exp30(bench: Bench) -> dict:
     x = bench.cached["backbone"]["backbone"]
     classes = bench.classes
     y = training.class_indices(bench.labels, classes)
-    params = dataclasses.replace(backbone_params().train, head="mlp", epochs=epochs, patience=epochs)
+    params = dataclasses.replace(variant_params(BACKBONE, "the backbone figures (exp30)").train, head="mlp",
+                                 epochs=epochs, patience=epochs)
     start = time.perf_counter()
     with quiet():
         training.train_head(x, y, x[:0], y[:0], len(classes), params)
@@ -357,7 +352,7 @@ def bf16(bench: Bench) -> dict:
     x32, x16 = arrays32["backbone"], arrays16["backbone"]
     classes = bench.classes
     y = training.class_indices(bench.labels, classes)
-    params = dataclasses.replace(backbone_params().train, head="svm")
+    params = dataclasses.replace(variant_params(BACKBONE, "the backbone figures (bf16)").train, head="svm")
     # Two folds, stratified: every other photo of each class is held out; the svm head trained on the float32
     # features of the rest predicts the held-out photos from their float32 and from their bfloat16 features.
     rank = np.zeros(len(y), int)
@@ -387,7 +382,8 @@ def predict(bench: Bench, workdir: Path) -> dict:
 
     classes = bench.classes
     y = training.class_indices(bench.labels, classes)
-    svm = dataclasses.replace(landmark_params().train, head="svm")
+    svm = dataclasses.replace(variant_params(LANDMARKS, "the hand-landmark figures (predict, spell, live)").train,
+                              head="svm")
     if "hand_landmarks" not in bench.cached:
         bench.cached["hand_landmarks"] = bench.featurize("hand_landmarks")[0]
     arrays = {**bench.cached["hand_landmarks"], "backbone": bench.cached["backbone"]["backbone"]}
@@ -724,7 +720,7 @@ def main():
     parser.add_argument("--memory-images", type=int, default=256, help="N of rss_growth (4N photos: 1024)")
     parser.add_argument("--predict-photos", type=int, default=20)
     parser.add_argument("--skip-scale", action="store_true",
-                        help="leave out the `dvc repro` scale run (~6 min here); keeps the last scale figures, marked")
+                        help="leave out the `dvc repro` scale run (~22 min here); keeps the last scale figures, marked")
     parser.add_argument("--scale-only", action="store_true", help="only the scale run, merged into the results")
     parser.add_argument("--scale-per-class", default="all")
     parser.add_argument("--scale-variants", nargs="+", metavar="NAME",

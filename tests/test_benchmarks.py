@@ -68,8 +68,9 @@ def test_the_repo_params_give_the_reader_to_landmark_figures_and_resnet50_to_bac
     params = bench.repo_params()
     assert bench_variants.variant_reading(params, bench_variants.LANDMARKS, "figures") == "reader"
     assert bench_variants.variant_reading(params, bench_variants.BACKBONE, "figures") == "resnet50"
-    assert bench.landmark_params() == params.variant("reader")
-    assert bench.backbone_params().train.head == params.variant("resnet50").train.head == "mlp"
+    assert bench.variant_params(bench_variants.LANDMARKS, "figures") == params.variant("reader")
+    assert bench.variant_params(bench_variants.BACKBONE, "figures").train.head == \
+        params.variant("resnet50").train.head == "mlp"
     assert bench_variants.served_reader(params) == "reader"
 
 

@@ -177,7 +177,10 @@ class DataParams:
     source: str
     local_dir: str
     kaggle_dataset: str
-    extra_train: tuple = ()  # folders, .zip files or kaggle:owner/dataset of <CLASS>/* photos: training only
+    # More signers, training only. extra_train: {name: folder or .zip of <CLASS>/* photos}, each a DVC
+    # dependency of its own extra_train@name stage; extra_kaggle: Kaggle datasets (owner/name) of that layout.
+    extra_train: dict = dataclasses.field(default_factory=dict)
+    extra_kaggle: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +193,7 @@ class SplitParams:
     block_size: int
     near_duplicate_similarity: float
     seed: int
+    extra_exclude: tuple = ()  # classes whose data.extra_train photos stay out of training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +214,10 @@ class HandsParams:
     fallback_min_presence: float | None  # None: no landmark-model-only fallback
     mirror_left: bool
     features: tuple  # a subset of HAND_FEATURE_GROUPS, in that order
+    # The detector's second look at a brightened copy when the first finds no hand. Defaults: what a model
+    # saved before the second look existed was featurized with (none).
+    second_look_gamma: float | None = None  # None: no second look
+    second_look_border: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,6 +299,17 @@ def _classes(section: _Section) -> tuple:
     return tuple(c for c in ALL_CLASSES if c in value)
 
 
+def _extra_exclude(section: _Section) -> tuple:
+    """split.extra_exclude: class names, maybe none, in the fixed class order."""
+    allowed = f"a list of class names from {list(ALL_CLASSES)}, without repeats, maybe empty: []"
+    if "extra_exclude" not in section.raw:
+        raise PipelineError(f"params.yaml: missing 'split.extra_exclude' ({allowed})")
+    value = section.raw["extra_exclude"]
+    if not isinstance(value, list) or len(set(value)) != len(value) or not set(value) <= set(ALL_CLASSES):
+        section._fail("extra_exclude", value, allowed)
+    return tuple(c for c in ALL_CLASSES if c in value)
+
+
 def _subset(section: _Section, key: str, names: tuple) -> tuple:
     """A non-empty list of `names` without repeats, returned in the order of `names`."""
     allowed = f"a non-empty list of names from {list(names)}, without repeats"
@@ -312,18 +331,36 @@ def _paths(section: _Section, key: str, allowed: str = "a list of folder paths, 
     return tuple(value)
 
 
-KAGGLE_PREFIX = "kaggle:"
+# A data.extra_train entry's name: a folder of data/extra and a stage name (extra_train@signers).
+EXTRA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# data/extra/kaggle holds data.extra_kaggle's photos, so no data.extra_train entry may take that name.
+EXTRA_KAGGLE_NAME = "kaggle"
 
 
-def _extra_sources(section: _Section) -> tuple:
-    """data.extra_train: folders or .zip files (paths) and Kaggle datasets (kaggle:owner/dataset)."""
-    allowed = "a list of folders, .zip files or kaggle:owner/dataset entries, without repeats, maybe empty: []"
-    sources = _paths(section, "extra_train", allowed)
-    if len(set(sources)) != len(sources) or any(source.startswith(KAGGLE_PREFIX)
-                                                and source[len(KAGGLE_PREFIX):].count("/") != 1
-                                                for source in sources):
-        section._fail("extra_train", list(sources), allowed)
-    return sources
+def _extra_sources(section: _Section) -> dict:
+    """data.extra_train: {name: folder or .zip path}."""
+    allowed = ("a mapping of names (letters, digits, '.', '_', '-') to folders or .zip files, maybe empty: {}; "
+               "e.g. {my-hand: data/my-hand}")
+    if "extra_train" not in section.raw:
+        raise PipelineError(f"params.yaml: missing 'data.extra_train' ({allowed})")
+    value = section.raw["extra_train"]
+    if value is None:
+        value = {}
+    if (not isinstance(value, dict) or not all(isinstance(k, str) and EXTRA_NAME.fullmatch(k) for k in value)
+            or not all(isinstance(v, str) and v for v in value.values())):
+        section._fail("extra_train", value, allowed)
+    if EXTRA_KAGGLE_NAME in value:
+        section._fail("extra_train", value, f"{allowed}; '{EXTRA_KAGGLE_NAME}' is taken by data.extra_kaggle")
+    return dict(value)
+
+
+def _kaggle_datasets(section: _Section) -> tuple:
+    """data.extra_kaggle: Kaggle datasets (owner/name), without repeats."""
+    allowed = "a list of Kaggle datasets (owner/name), without repeats, maybe empty: []"
+    datasets = _paths(section, "extra_kaggle", allowed)
+    if len(set(datasets)) != len(datasets) or any(name.count("/") != 1 for name in datasets):
+        section._fail("extra_kaggle", list(datasets), allowed)
+    return datasets
 
 
 def _probability(section: _Section, key: str):
@@ -339,6 +376,7 @@ def _parse_variant(raw: dict) -> Params:
         kaggle_dataset=s["data"].get("kaggle_dataset", str, "owner/dataset",
                                      lambda v: v.count("/") == 1),
         extra_train=_extra_sources(s["data"]),
+        extra_kaggle=_kaggle_datasets(s["data"]),
     )
 
     sp = s["split"]
@@ -361,6 +399,7 @@ def _parse_variant(raw: dict) -> Params:
         near_duplicate_similarity=sp.get("near_duplicate_similarity", float, "a number in (0, 1]",
                                          lambda v: 0 < v <= 1),
         seed=sp.integer("seed", 0),
+        extra_exclude=_extra_exclude(sp),
     )
 
     m = s["model"]
@@ -379,6 +418,10 @@ def _parse_variant(raw: dict) -> Params:
         raise PipelineError("params.yaml: missing 'hands.fallback_min_presence' (a number in [0, 1], or null "
                             "for no fallback)")
     fallback = h.raw["fallback_min_presence"]
+    if "second_look_gamma" not in h.raw:
+        raise PipelineError("params.yaml: missing 'hands.second_look_gamma' (a number in (0, 1], or null for no "
+                            "second look)")
+    second_look = h.raw["second_look_gamma"]
     hands = HandsParams(
         source=h.choice("source", HAND_MODEL_SOURCES),
         local_file=h.get("local_file", str, "the path of a hand_landmarker.task bundle"),
@@ -388,6 +431,9 @@ def _parse_variant(raw: dict) -> Params:
         fallback_min_presence=None if fallback is None else _probability(h, "fallback_min_presence"),
         mirror_left=h.get("mirror_left", bool, "true or false"),
         features=_subset(h, "features", HAND_FEATURE_GROUPS),
+        second_look_gamma=None if second_look is None else h.get("second_look_gamma", float, "a number in (0, 1]",
+                                                                 lambda v: 0 < v <= 1),
+        second_look_border=h.get("second_look_border", float, "a number in [0, 2]", lambda v: 0 <= v <= 2),
     )
 
     f = s["featurize"]

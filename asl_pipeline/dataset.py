@@ -45,6 +45,7 @@ class ScanReport:
     duplicates_dropped: int = 0
     conflicting_labels_dropped: int = 0
     kaggle_test_overlap_dropped: int = 0
+    extra_excluded: int = 0  # data.extra_train photos of split.extra_exclude's classes
 
 
 def _candidate_files(folder: Path, dataset_root: Path, report: ScanReport, root: Path):
@@ -249,7 +250,9 @@ def make_split(raw_dir: Path, root: Path, params: SplitParams, extra_rows=(), sc
     scored = {item.sha256: f"{item.path} ({name} split)" for name in ("val", "test", KAGGLE_TEST)
               for item in manifests.get(name, [])}
     refuse_scored_photos(extra_rows, scored | (scored_elsewhere or {}))
-    manifests["train"] = manifests["train"] + extra_items(extra_rows, params.classes, root, report)
+    taught = [c for c in params.classes if c not in params.extra_exclude]
+    report.extra_excluded = sum(row["label"] in params.classes and row["label"] not in taught for row in extra_rows)
+    manifests["train"] = manifests["train"] + extra_items(extra_rows, taught, root, report)
     return manifests, report
 
 
@@ -273,9 +276,9 @@ def refuse_scored_photos(extra_rows, scored: dict) -> None:
     evaluate.extra_sets folder) is an error naming both: trained on, it would inflate that score."""
     for row in extra_rows:
         if row["sha256"] in scored:
-            raise PipelineError(f"data.extra_train: {row['source_file']} in {row['origin']} has the same bytes as "
-                                f"{scored[row['sha256']]}, a photo that is scored; remove it from {row['origin']}: "
-                                "a scored photo must never be trained on")
+            raise PipelineError(f"data.extra_train: {row['source_file']} of entry {row['origin']!r} has the same bytes "
+                                f"as {scored[row['sha256']]}, a photo that is scored; remove it from that entry's "
+                                "folder: a scored photo must never be trained on")
 
 
 def folder_hashes(folders) -> dict:
@@ -293,6 +296,7 @@ def split_metrics(manifests, report: ScanReport) -> dict:
         "duplicates_dropped": report.duplicates_dropped,
         "conflicting_labels_dropped": report.conflicting_labels_dropped,
         "kaggle_test_overlap_dropped": report.kaggle_test_overlap_dropped,
+        "extra_excluded": report.extra_excluded,
         "unknown_class_folders": len(report.unknown_class_folders),
     }
 

@@ -5,6 +5,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from asl_pipeline import progress
+from asl_pipeline.config import KAGGLE_TEST
 from asl_pipeline.errors import PipelineError
 
 
@@ -134,14 +135,24 @@ def score(classifier, files, names, y_true: np.ndarray, top_k: int, description:
                   misclassified_rows(kept_names, y_true, probabilities, classes), skipped)
 
 
-def accuracy_table(scores: dict) -> dict:
-    """{variant: {set: accuracy}} from each variant's evaluate.json ({variant: its contents}), in its set order:
-    test, the other people's sets, kaggle_test."""
+SIGNERS_LEFT_OUT = "signers_left_out"  # accuracy.json's column of the leave-one-signer-out mean
+
+
+def accuracy_table(scores: dict, signer_scores: dict) -> dict:
+    """{variant: {set: accuracy}} from each variant's evaluate.json and signers.json ({variant: contents}):
+    test, the other people's sets, the leave-one-signer-out mean (SIGNERS_LEFT_OUT), kaggle_test."""
     try:
-        return {name: {set_name: round(value, 4) for set_name, value in result["accuracy"].items()}
-                for name, result in scores.items()}
+        table = {}
+        for name, result in scores.items():
+            row = {set_name: round(value, 4) for set_name, value in result["accuracy"].items()
+                   if set_name != KAGGLE_TEST}
+            row[SIGNERS_LEFT_OUT] = signer_scores[name]["mean"]
+            if KAGGLE_TEST in result["accuracy"]:
+                row[KAGGLE_TEST] = round(result["accuracy"][KAGGLE_TEST], 4)
+            table[name] = row
+        return table
     except (KeyError, TypeError, AttributeError) as error:
-        raise PipelineError(f"an evaluate.json lacks accuracy per set ({error!r}): re-run `dvc repro evaluate`") from None
+        raise PipelineError(f"an evaluate.json or signers.json lacks its scores ({error!r}): re-run `dvc repro`") from None
 
 
 def format_accuracy_table(table: dict) -> str:
@@ -151,6 +162,6 @@ def format_accuracy_table(table: dict) -> str:
     widths = [max(len(s), len("0.000")) for s in sets]
     lines = ["  ".join(["variant".ljust(width), *(s.rjust(w) for s, w in zip(sets, widths))])]
     for name, row in table.items():
-        cells = [(f"{row[s]:.3f}" if s in row else "-").rjust(w) for s, w in zip(sets, widths)]
+        cells = [(f"{row[s]:.3f}" if row.get(s) is not None else "-").rjust(w) for s, w in zip(sets, widths)]
         lines.append("  ".join([name.ljust(width), *cells]))
     return "\n".join(lines)

@@ -1,30 +1,30 @@
-"""data.extra_train: photos of more signers (folders, .zip files, Kaggle datasets) gathered into data/extra.
+"""More signers' photos for training: data.extra_train's folders and .zip files, data.extra_kaggle's
+Kaggle datasets, each entry gathered into data/extra/<name>.
 
-The split stage adds them to the training split only. They are copied into the pipeline (a DVC output,
-so `dvc push` shares them and every experiment trains on the same bytes) by the extra_train stage, which
-DVC runs on every `dvc repro` (`always_changed`): DVC cannot hash a list of folders named in params.yaml,
-so the stage hashes them itself and rewrites data/extra only when their content changed. When it did not,
-data/extra keeps its hash and nothing downstream re-runs.
+The split stage adds them to the training split only. They are copied into the pipeline (DVC outputs, so
+`dvc push` shares them and every experiment trains on the same bytes) by the extra_train@<name> stages, one
+per entry, each with its folder or .zip as a DVC dependency: a changed photo re-runs that entry's stage
+alone, and `dvc status` is clean once they ran. Kaggle datasets have no local bytes to hash; the
+extra_kaggle stage re-runs when their names change.
 
-Layout: data/extra/<n>/<CLASS>/<file> for the n-th source, and data/extra/manifest.csv with one row per
-photo (path from the project root, label, origin: the data.extra_train entry, file within the source,
-sha256 of its bytes).
+Layout: data/extra/<name>/<CLASS>/<file> and data/extra/<name>/manifest.csv with one row per photo (path
+from the project root, label, origin: the entry's name, or kaggle:owner/dataset; the file within the
+source; sha256 of its bytes). data.extra_kaggle's datasets share data/extra/kaggle.
 """
 import csv
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
 
 from asl_pipeline import download, images
-from asl_pipeline.atomic import atomic_dir, write_json
-from asl_pipeline.config import ALL_CLASSES, KAGGLE_PREFIX, input_path
+from asl_pipeline.atomic import atomic_dir
+from asl_pipeline.config import ALL_CLASSES, EXTRA_KAGGLE_NAME, DataParams, input_path
 from asl_pipeline.errors import PipelineError
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ["path", "label", "origin", "source_file", "sha256"]
-SOURCES_FILE = "sources.json"  # what data/extra was built from: the entries and their content hashes
+KAGGLE_PREFIX = "kaggle:"  # the origin of a data.extra_kaggle photo: kaggle:owner/dataset
 
 
 def _sha256(path: Path) -> str:
@@ -66,91 +66,82 @@ def _local(source: str, root: Path) -> Path:
     path = input_path(root, source)
     if not path.exists():
         raise PipelineError(f"data.extra_train: {source} does not exist (looked at {path}); create it, or "
-                            "remove it from the list in params.yaml")
+                            "remove the entry from data.extra_train in params.yaml")
     if path.is_file() and path.suffix.lower() != ".zip":
         raise PipelineError(f"data.extra_train: {source} is a file but not a .zip; expected a folder or a "
                             ".zip of <CLASS>/<photo>")
     return path
 
 
-def fingerprint(sources, root: Path) -> list:
-    """What data/extra is built from: per entry, the sha256 of every photo of a folder, of a .zip's bytes,
-    or a Kaggle dataset's name (downloading it again to compare would defeat the purpose)."""
-    entries = []
-    for source in sources:
-        if source.startswith(KAGGLE_PREFIX):
-            entries.append({"source": source})
-            continue
-        path = _local(source, root)
-        if path.is_file():
-            entries.append({"source": source, "zip_sha256": _sha256(path)})
-        else:
-            entries.append({"source": source, "photos": [[label, path.relative_to(input_path(root, source))
-                                                          .as_posix(), _sha256(path)]
-                                                         for label, path in _photos(_class_root(path, source))]})
-    return entries
+def gather(name: str, source: str, root: Path, dest: Path) -> int:
+    """Copy the photos of data.extra_train entry `name` (a folder or .zip, `source`) into `dest`
+    (data/extra/<name>), replacing it whole; returns how many photos it holds."""
+    with atomic_dir(dest) as tmp:
+        rows = _copy_source(name, _local(source, root), root, dest, tmp)
+        _write_manifest(tmp, rows)
+    return len(rows)
 
 
-def gather(sources, root: Path, dest: Path) -> dict:
-    """Rebuild `dest` (data/extra) from `sources` unless it was built from the same content; returns
-    {"changed": bool, "photos": {origin: count}}."""
-    wanted = fingerprint(sources, root)
-    previous = dest / SOURCES_FILE
-    if previous.is_file() and json.loads(previous.read_text(encoding="utf-8")) == wanted:
-        return {"changed": False, "photos": _counts(dest / MANIFEST)}
+def gather_kaggle(datasets, root: Path, dest: Path) -> dict:
+    """Download data.extra_kaggle's datasets (owner/name) into `dest` (data/extra/kaggle), one folder each;
+    returns {origin: photos}."""
+    counts = {}
     with atomic_dir(dest) as tmp:
         rows = []
-        for index, source in enumerate(sources):
-            rows += _copy_source(index, source, root, dest, tmp)
+        for index, dataset in enumerate(datasets):
+            unpacked = tmp / ".unpacked" / str(index)
+            zip_path = download.kaggle_download(dataset, unpacked / ".download")
+            download.safe_extract(zip_path, unpacked)
+            found = _copy_source(KAGGLE_PREFIX + dataset, unpacked, root, dest / str(index), tmp / str(index))
+            counts[KAGGLE_PREFIX + dataset] = len(found)
+            rows += found
         shutil.rmtree(tmp / ".unpacked", ignore_errors=True)
-        with open(tmp / MANIFEST, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(MANIFEST_COLUMNS)
-            writer.writerows(rows)
-        write_json(tmp / SOURCES_FILE, wanted)
-    return {"changed": True, "photos": _counts(dest / MANIFEST)}
+        _write_manifest(tmp, rows)
+    return counts
 
 
-def _copy_source(index: int, source: str, root: Path, dest: Path, tmp: Path) -> list:
-    """Copy one entry's photos into tmp/<index>/<CLASS>/; manifest rows with paths as they will be in dest."""
-    unpacked = tmp / ".unpacked" / str(index)
-    if source.startswith(KAGGLE_PREFIX):
-        zip_path = download.kaggle_download(source[len(KAGGLE_PREFIX):], unpacked / ".download")
-        download.safe_extract(zip_path, unpacked)
-        folder = unpacked
-    else:
-        folder = _local(source, root)
-        if folder.is_file():
-            download.safe_extract(folder, unpacked)
-            folder = unpacked
+def _write_manifest(folder: Path, rows) -> None:
+    with open(folder / MANIFEST, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+
+
+def _copy_source(origin: str, source: Path, root: Path, dest: Path, tmp: Path) -> list:
+    """Copy one entry's photos (a folder, or a .zip unpacked into tmp first) into tmp/<CLASS>/; manifest rows
+    with paths as they will be in dest."""
+    folder = source
+    if source.is_file():
+        folder = tmp / ".unpacked"
+        download.safe_extract(source, folder)
     rows = []
-    for label, photo in _photos(_class_root(folder, source)):
-        target = tmp / str(index) / label / photo.name
+    for label, photo in _photos(_class_root(folder, origin)):
+        target = tmp / label / photo.name
         if target.exists():  # two files of one name in nested folders of a class
             target = target.with_name(f"{photo.parent.name}_{photo.name}")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(photo, target)
         final = dest / target.relative_to(tmp)
-        rows.append([Path(os.path.relpath(final, root)).as_posix(), label, source,
+        rows.append([Path(os.path.relpath(final, root)).as_posix(), label, origin,
                      photo.relative_to(folder).as_posix(), _sha256(target)])
+    shutil.rmtree(tmp / ".unpacked", ignore_errors=True)
     return rows
 
 
 def read_manifest(path: Path) -> list[dict]:
-    """data/extra/manifest.csv as dicts; [] when data.extra_train is empty."""
+    """One data/extra/<name>/manifest.csv as dicts."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError:
-        raise PipelineError(f"{path} not found: run `dvc repro extra_train`") from None
+        raise PipelineError(f"{path} not found: run `dvc repro` (the extra_train stages write it)") from None
     if rows and list(rows[0]) != MANIFEST_COLUMNS:
-        raise PipelineError(f"{path} must have the columns {','.join(MANIFEST_COLUMNS)}; re-run "
-                            "`dvc repro extra_train`")
+        raise PipelineError(f"{path} must have the columns {','.join(MANIFEST_COLUMNS)}; re-run `dvc repro`")
     return rows
 
 
-def _counts(manifest: Path) -> dict:
-    counts = {}
-    for row in read_manifest(manifest):
-        counts[row["origin"]] = counts.get(row["origin"], 0) + 1
-    return counts
+def read_manifests(extra_dir: Path, data: DataParams) -> list[dict]:
+    """The manifest rows of every entry data.extra_train and data.extra_kaggle list now (a folder of an entry
+    since removed from params.yaml is not read)."""
+    names = list(data.extra_train) + ([EXTRA_KAGGLE_NAME] if data.extra_kaggle else [])
+    return [row for name in names for row in read_manifest(extra_dir / name / MANIFEST)]

@@ -217,7 +217,8 @@ class Featurizer:
             landmarker = hands.HandLandmarker(
                 self._bundle, min_detection_confidence=h.min_detection_confidence,
                 min_presence_confidence=h.min_presence_confidence, border=h.border,
-                fallback_min_presence=h.fallback_min_presence, num_threads=num_threads)
+                fallback_min_presence=h.fallback_min_presence, num_threads=num_threads,
+                second_look_gamma=h.second_look_gamma, second_look_border=h.second_look_border)
         try:
             yield landmarker
         finally:

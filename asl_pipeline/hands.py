@@ -61,7 +61,7 @@ class Hand:
         photos it says "Right" for right hands.
     presence: the landmark model's hand-presence score in [0, 1].
     detector_score: the palm detector's score in [0, 1]; 0.0 when the fallback found the hand.
-    source: "detector" or "fallback".
+    source: "detector", "second_look" (the detector on the brightened, wider-bordered copy) or "fallback".
     box: (center_x, center_y, width, height, rotation in radians, clockwise on screen) in photo pixels: the
         square crop the landmark model saw (crop_to_box(photo, box, 224) gives it back).
     """
@@ -232,6 +232,13 @@ def letterbox_box(height: int, width: int) -> tuple:
     return (width / 2, height / 2, float(max(height, width)), float(max(height, width)), 0.0)
 
 
+def brightened(rgb: np.ndarray, gamma: float) -> np.ndarray:
+    """The photo with every channel raised to `gamma` (< 1 lifts the shadows): a per-pixel lookup, so the
+    landmarks found on it are positions in the photo itself."""
+    table = np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
+    return table[rgb]
+
+
 def add_border(rgb: np.ndarray, border: float) -> tuple:
     """(photo with a black margin of round(border * longest side) pixels on every side, that margin)."""
     margin = int(round(border * max(rgb.shape[:2])))
@@ -247,25 +254,35 @@ class HandLandmarker:
     detector misses hands that fill the frame, and the margin gives them room. fallback_min_presence: when
     that finds no hand, the landmark model alone runs on the whole photo (which may be a tight crop of a
     hand) and its landmarks count when its presence score is at least this; None turns the fallback off.
+    second_look_gamma: before the fallback, the palm detector looks again at the photo brightened by this
+    gamma with a black margin of second_look_border: the hands it misses on the sample are mostly a dark,
+    backlit hand in front of a window or a fist that fills the frame (README, "Finding every hand"); None
+    turns the second look off.
     """
 
     def __init__(self, bundle, min_detection_confidence: float = 0.1, min_presence_confidence: float = 0.1,
-                 border: float = 0.25, fallback_min_presence: float | None = 0.9, num_threads: int = 2):
+                 border: float = 0.25, fallback_min_presence: float | None = 0.9, num_threads: int = 2,
+                 second_look_gamma: float | None = None, second_look_border: float = 1.0):
         self.detector, self.landmark_model = load_bundle(bundle, num_threads)
         self.anchors = ssd_anchors()
         self.min_detection_confidence = min_detection_confidence
         self.min_presence_confidence = min_presence_confidence
         self.border = border
         self.fallback_min_presence = fallback_min_presence
+        self.second_look_gamma = second_look_gamma
+        self.second_look_border = second_look_border
 
     def detect(self, rgb: np.ndarray) -> Hand | None:
         """The most confident hand of an RGB uint8 (H, W, 3) photo, or None."""
         hand = self._detect_with_palm(*add_border(rgb, self.border))
+        if hand is None and self.second_look_gamma is not None:
+            hand = self._detect_with_palm(*add_border(brightened(rgb, self.second_look_gamma),
+                                                      self.second_look_border), source="second_look")
         if hand is None and self.fallback_min_presence is not None:
             hand = self._fallback(rgb)
         return hand
 
-    def _detect_with_palm(self, bordered: np.ndarray, margin: int) -> Hand | None:
+    def _detect_with_palm(self, bordered: np.ndarray, margin: int, source: str = "detector") -> Hand | None:
         palm = self._best_palm(bordered)
         if palm is None:
             return None
@@ -276,7 +293,7 @@ class HandLandmarker:
             return None
         landmarks[:, :2] -= margin
         center_x, center_y, *size_and_rotation = box
-        return Hand(landmarks, handedness, presence, score, "detector",
+        return Hand(landmarks, handedness, presence, score, source,
                     (center_x - margin, center_y - margin, *size_and_rotation))
 
     def _best_palm(self, bordered: np.ndarray):

@@ -69,7 +69,8 @@ def model_card(variant: str, params: Params, spec: FeatureSpec, run: dict, split
         f"- Features: {', '.join(spec.featurizers)}."
         + (f" Hand landmarks: MediaPipe palm detector + 21-keypoint model (LiteRT), {', '.join(h.features)}; "
            f"black border {h.border}, detection/presence thresholds {h.min_detection_confidence}/"
-           f"{h.min_presence_confidence}, whole-photo fallback at presence {h.fallback_min_presence}, "
+           f"{h.min_presence_confidence}, second look at gamma {h.second_look_gamma} with border {h.second_look_border}, whole-photo "
+           f"fallback at presence {h.fallback_min_presence}, "
            f"left hands read from the mirrored photo: {h.mirror_left}." if spec.uses_hands else ""),
         f"- Backbone: {backbone}." if spec.uses_backbone else "- Backbone: not used.",
         f"- Head: {head}; {t.landmark_copies} reshaped copies of every training hand; a data.extra_train photo "
@@ -81,7 +82,8 @@ def model_card(variant: str, params: Params, spec: FeatureSpec, run: dict, split
         f"split `{params.split.strategy}` (frame blocks of {params.split.block_size}), seed {params.split.seed}.",
         "- Images: " + ", ".join(f"{name} {n}" for name, n in split_counts.items()) + ".",
         "- More signers in training (data.extra_train, training split only): "
-        + (", ".join(f"`{source}`" for source in params.data.extra_train) or "none") + ".",
+        + (", ".join([f"`{source}` ({name})" for name, source in params.data.extra_train.items()]
+                     + [f"Kaggle `{dataset}`" for dataset in params.data.extra_kaggle]) or "none") + ".",
         "- Extra evaluation sets, never trained on: " + (", ".join(f"`{n}`" for n in extra) or "none") + ".",
         "",
         "## Scores",

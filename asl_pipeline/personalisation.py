@@ -8,24 +8,21 @@ seeds and averaged. Only `make bench` runs this: it trains on the dev sets' phot
 the pipeline ever does.
 """
 import dataclasses
-import re
 
 import numpy as np
 
-from asl_pipeline import training
+from asl_pipeline import signers, training
 from asl_pipeline.config import TrainParams
 
 TAUGHT_ORIGIN = "taught"  # a taught photo's origin in training: like any origin but the dataset's, it counts extra_weight times
-_SIGNER = re.compile(r"^([A-Za-z]+\d+)_")
 
 
 def signer_of(path) -> str:
     """'hand3' of '.../A/hand3_A1.jpg'; a file name without a signer prefix is an error naming it."""
-    name = str(path).replace("\\", "/").rsplit("/", 1)[-1]
-    match = _SIGNER.match(name)
-    if not match:
+    signer = signers.signer_in_name(path)
+    if signer is None:
         raise ValueError(f"{path}: no signer in the file name (expected e.g. hand3_A1.jpg)")
-    return match.group(1)
+    return signer
 
 
 def teach_draw(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

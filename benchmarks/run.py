@@ -623,6 +623,7 @@ def project_copy(root: Path, data_dir: Path, per_class: str, variants=None) -> P
     params["hands"].update(source="local", local_file=str(BUNDLE))
     params["split"]["per_class"] = "all" if per_class == "all" else int(per_class)
     params["evaluate"]["extra_sets"] = []
+    params["data"]["extra_train"] = {}  # the dataset alone, N or 4N photos of it
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"]):
@@ -631,7 +632,7 @@ def project_copy(root: Path, data_dir: Path, per_class: str, variants=None) -> P
 
 
 def repro_seconds(root: Path) -> dict:
-    """download, extra_train and hand_model untimed, then each of SCALE_STAGES alone (`dvc repro -s`), timed."""
+    """download, extra_kaggle and hand_model untimed, then each of SCALE_STAGES alone (`dvc repro -s`), timed."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
     def dvc(*stages):
@@ -640,7 +641,7 @@ def repro_seconds(root: Path) -> dict:
             raise RuntimeError(f"dvc repro {' '.join(stages)} failed in {root}:\n"
                                f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
 
-    dvc("download", "extra_train", "hand_model")
+    dvc("download", "extra_kaggle", "hand_model")
     seconds, others = {}, {}
     for stage in SCALE_STAGES:
         with Meter() as meter:

@@ -12,7 +12,7 @@ def main():
     scored_elsewhere = dataset.folder_hashes(input_path(paths.root, folder)
                                              for folder in all_params.evaluate.extra_sets)
     manifests, report = dataset.make_split(paths.raw, paths.root, params,
-                                           extra.read_manifest(paths.extra / extra.MANIFEST), scored_elsewhere)
+                                           extra.read_manifests(paths.extra, all_params.data), scored_elsewhere)
     metrics = dataset.split_metrics(manifests, report)
     # Manifests and their counts are replaced together or not at all.
     with atomic.atomic_dir(paths.split) as tmp, atomic.atomic_files(paths.metrics / "split.json") as (metrics_tmp,):
@@ -27,7 +27,8 @@ def main():
     print(f"split ({params.strategy}): " + ", ".join(f"{k} {v}" for k, v in metrics["counts"].items())
           + f"; skipped {metrics['skipped_files']}, duplicates dropped {metrics['duplicates_dropped']}, "
           f"conflicting labels dropped {metrics['conflicting_labels_dropped']}, "
-          f"Kaggle-test overlap dropped {metrics['kaggle_test_overlap_dropped']}")
+          f"Kaggle-test overlap dropped {metrics['kaggle_test_overlap_dropped']}, more signers' photos of "
+          f"{', '.join(params.extra_exclude) or 'no class'} left out (split.extra_exclude) {metrics['extra_excluded']}")
 
 
 if __name__ == "__main__":

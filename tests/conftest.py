@@ -10,7 +10,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from asl_pipeline import extra
 from helpers import HAND_BUNDLE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +24,7 @@ TINY_VARIANT = "resnet50"
 STAGE_PROJECT_PARAMS = {
     "variants": {TINY_VARIANT: {"model": {"featurizers": ["backbone"]}, "featurize": {}, "train": {"head": "mlp"}}},
     "serve": {"model": TINY_VARIANT},
-    "data": {"extra_train": []},
+    "data": {"extra_train": {}, "extra_kaggle": []},
     "model": {"weights": "none", "image_size": 32},
     "hands": {"source": "local", "local_file": str(HAND_BUNDLE)},
     "featurize": {"crop_to_hand": False},
@@ -61,7 +60,6 @@ class StageProject:
         self.raw = root / "data" / "raw"
         self.train = self.raw / "asl_alphabet_train"
         self.train.mkdir(parents=True)
-        extra.gather([], root, root / "data" / "extra")  # what the extra_train stage writes for an empty list
         self.params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
         self.set(**STAGE_PROJECT_PARAMS)
 

@@ -202,3 +202,27 @@ def test_fallback_finds_a_hand_that_fills_the_photo():
     assert found is not None and found.source == "fallback" and found.detector_score == 0.0
     distances = np.linalg.norm(found.landmarks[:, :2] + [left, top] - theirs, axis=1)
     assert np.median(distances) <= 0.03 * rgb.shape[1]
+
+
+@needs_shared
+def test_second_look_finds_a_hand_in_a_darkened_photo_and_none_in_a_photo_of_nothing():
+    """The detector's second look, at the photo brightened with a wider margin, before the fallback."""
+    one_look = hands.HandLandmarker(BUNDLE, fallback_min_presence=0.5)
+    two_looks = hands.HandLandmarker(BUNDLE, fallback_min_presence=0.5, second_look_gamma=0.5,
+                                     second_look_border=1.0)
+    photo = images.load_rgb(SHARED / "data/asl-sample/asl_alphabet_train/A/A1260.jpg")
+    dark = (photo.astype(np.float32) * 0.12).astype(np.uint8)  # a hand in a dim room
+    assert one_look.detect(dark) is None
+    found = two_looks.detect(dark)
+    assert found is not None and found.source == "second_look"
+    # The brightening is a per-pixel lookup: landmarks stay where the hand is in the photo itself.
+    bright = one_look.detect(photo)
+    assert np.median(np.linalg.norm(found.landmarks[:, :2] - bright.landmarks[:, :2], axis=1)) <= 0.05 * photo.shape[1]
+    for nothing in sorted((SHARED / "data/asl-sample/asl_alphabet_train/nothing").glob("*.jpg"))[:10]:
+        assert two_looks.detect(images.load_rgb(nothing)) is None, nothing
+
+
+def test_brightened_lifts_shadows_and_keeps_black_and_white():
+    photo = np.array([[[0, 64, 255]]], np.uint8)
+    assert hands.brightened(photo, 0.5).tolist() == [[[0, 128, 255]]]
+    assert hands.brightened(photo, 1.0).tolist() == photo.tolist()

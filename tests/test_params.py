@@ -113,6 +113,8 @@ NUMBER_RULES = {  # param: (bad values, what the message must say is allowed)
     "hands.min_presence_confidence": ([1.01, math.nan], "[0, 1]"),
     "hands.fallback_min_presence": ([1.5, -1, "off"], "[0, 1]"),
     "hands.border": ([-0.1, 2.5], "[0, 2]"),
+    "hands.second_look_gamma": ([0, 1.5, -0.5, "bright"], "(0, 1]"),
+    "hands.second_look_border": ([-0.1, 2.5], "[0, 2]"),
     "split.val_fraction": ([-0.1, 1, 1.0, 1.5, "half"], "[0.0, 1.0)"),
     "split.test_fraction": ([-0.01, 1, 2], "[0.0, 1.0)"),
     "split.per_class": ([0, -5, "ALL", 2.5], "all"),
@@ -142,8 +144,10 @@ CHOICE_RULES = {  # param: (bad values, every value the message must list)
     "model.featurizers": (["backbone", [], ["backbone", "backbone"], ["hands"], ["Backbone"]], FEATURIZERS),
     "hands.features": (["angles", [], ["angles", "angles"], ["keypoints", "depth"]], HAND_FEATURE_GROUPS),
     "evaluate.extra_sets": (["../shared/data/asl-other-dev", [""], [3], None], ["list of folder paths", "[]"]),
-    "data.extra_train": (["data/my-hand", [""], [3], ["kaggle:nobody"], ["kaggle:a/b/c"], ["a", "a"]],
-                         ["folder", "kaggle:owner/dataset"]),
+    "data.extra_train": (["data/my-hand", ["data/my-hand"], {"mine": ""}, {"mine": 3}, {"../up": "data/x"},
+                          {"a b": "x"}, {"kaggle": "data/x"}], ["mapping of names", ".zip", "{my-hand: data/my-hand}"]),
+    "split.extra_exclude": (["J", ["J", "J"], ["j"], None], ["class names", "[]"]),
+    "data.extra_kaggle": (["owner/name", ["nobody"], ["a/b/c"], ["a/b", "a/b"], [3]], ["owner/name", "[]"]),
 }
 CASES = ([(name, value, [allowed]) for name, (values, allowed) in NUMBER_RULES.items() for value in values]
          + [(name, value, list(allowed)) for name, (values, allowed) in CHOICE_RULES.items() for value in values])
@@ -220,6 +224,19 @@ def test_values_on_the_boundary_are_accepted(name, value):
 def test_fallback_min_presence_null_turns_the_fallback_off():
     assert parse_params(changed(hands__fallback_min_presence=None)).hands.fallback_min_presence is None
     assert parse_params(changed(hands__fallback_min_presence=0.7)).hands.fallback_min_presence == 0.7
+
+
+def test_second_look_gamma_null_turns_the_second_look_off():
+    assert parse_params(changed(hands__second_look_gamma=None)).hands.second_look_gamma is None
+    assert parse_params(changed(hands__second_look_gamma=1)).hands.second_look_gamma == 1.0
+
+
+def test_extra_train_entries_and_kaggle_datasets_are_read_as_given():
+    data = parse_params(changed(data__extra_train={"my-hand": "data/my-hand", "two.zip": "x/two.zip"},
+                                data__extra_kaggle=["owner/name"])).data
+    assert data.extra_train == {"my-hand": "data/my-hand", "two.zip": "x/two.zip"}
+    assert data.extra_kaggle == ("owner/name",)
+    assert parse_params(changed(data__extra_train={})).data.extra_train == {}
 
 
 @pytest.mark.parametrize("key, names", [("model.featurizers", FEATURIZERS), ("hands.features", HAND_FEATURE_GROUPS)])

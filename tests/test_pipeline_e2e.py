@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SAMPLE = SHARED / "data" / "asl-sample"
 OTHER_DEV = SHARED / "data" / "asl-other-dev"
+SIGNERS = SHARED / "data" / "asl-signers"
 HAND_BUNDLE = SHARED / "models" / "mediapipe-hands" / "hand_landmarker.task"
 CLASSES = ["A", "B", "C"]
 EXTRA = "other-people"  # the extra set's folder name: its name in evaluate.json and plots/.../per_class/
@@ -36,12 +37,14 @@ VARIANTS = {
     RESNET: {"model": {"featurizers": ["backbone"]}, "featurize": {}, "train": {"head": "mlp"}},
 }
 EPOCHS = 3
-PER_VARIANT_STAGES = ("featurize", "train", "evaluate", "explain")
+PER_VARIANT_STAGES = ("featurize", "train", "signers", "evaluate", "explain")
+SIGNER_NAMES = ["signer1", "signer2"]  # two of the four more signers join training: three photos of each class
+EXTRA_STAGES = {"extra_train@my-hand", "extra_train@signers", "extra_kaggle"}
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"sample dataset not found at {SAMPLE}"),
-    pytest.mark.skipif(not (HAND_BUNDLE.is_file() and OTHER_DEV.is_dir()),
+    pytest.mark.skipif(not (HAND_BUNDLE.is_file() and OTHER_DEV.is_dir() and SIGNERS.is_dir()),
                        reason=f"hand bundle or other people's photos not found under {SHARED}"),
     pytest.mark.skipif(shutil.which("dvc", path=str(Path(sys.executable).parent)) is None
                        and shutil.which("dvc") is None, reason="dvc is not installed"),
@@ -95,7 +98,15 @@ def project(tmp_path_factory):
         (extra / label).mkdir(parents=True)
         for photo in sorted((OTHER_DEV / label).glob("*.jpg"))[:3]:
             shutil.copy2(photo, extra / label / photo.name)
+    # More signers, outside the project like ../shared (absolute: DVC hashes it, also from its experiment copies).
+    signers = tmp_path_factory.mktemp("signers") / "asl-signers"
+    for label in CLASSES:
+        (signers / label).mkdir(parents=True)
+        for signer in SIGNER_NAMES:
+            for photo in sorted((SIGNERS / label).glob(f"{signer}_*.jpg"))[:3]:
+                shutil.copy2(photo, signers / label / photo.name)
     params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["extra_train"] = {"my-hand": "data/my-hand", "signers": str(signers)}
     # Relative, as the default is: queued experiments run in a copy under .dvc/tmp/exps/ and must find it.
     params["data"]["local_dir"] = os.path.relpath(SAMPLE, root)
     params["split"].update(classes=CLASSES, per_class=24)
@@ -116,7 +127,7 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_of_every_variant_then_is_up_to_date(project):
     output = _run(["dvc", "repro"], project).output
-    assert stages_run(output) == ({"download", "extra_train", "hand_model", "split", "compare"}
+    assert stages_run(output) == ({"download", "hand_model", "split", "compare"} | EXTRA_STAGES
                                   | of(READER, *PER_VARIANT_STAGES) | of(RESNET, *PER_VARIANT_STAGES))
     assert (project / "models/hand_landmarker.task").read_bytes() == HAND_BUNDLE.read_bytes()
     assert (project / "data/split/kaggle_test.csv").is_file()
@@ -183,13 +194,35 @@ def test_repro_runs_every_stage_of_every_variant_then_is_up_to_date(project):
     assert 1 <= epochs_run <= EPOCHS and epoch_rows(project, RESNET) == epochs_run
 
     # compare: every variant's accuracy per set, as evaluate wrote it.
-    assert _json(project, "metrics/accuracy.json") == {
-        variant: {name: round(_json(project, f"metrics/variants/{variant}/evaluate.json")["accuracy"][name], 4)
-                  for name in SETS} for variant in (READER, RESNET)}
+    accuracy = {variant: {name: round(_json(project, f"metrics/variants/{variant}/evaluate.json")["accuracy"][name], 4)
+                          for name in SETS} for variant in (READER, RESNET)}
+    assert _json(project, "metrics/accuracy.json") == {  # the leave-one-signer-out mean before kaggle_test
+        variant: {**{name: accuracy[variant][name] for name in SETS[:-1]},
+                  "signers_left_out": _json(project, f"metrics/variants/{variant}/signers.json")["mean"],
+                  SETS[-1]: accuracy[variant][SETS[-1]]} for variant in (READER, RESNET)}
 
-    # extra_train hashes data.extra_train's folders on every run (DVC cannot); unchanged, nothing else runs.
-    assert stages_run(_run(["dvc", "repro"], project).output) == {"extra_train"}
-    assert stages_run(_run(["dvc", "repro", "split"], project).output) == {"extra_train"}
+    # Leave one signer out: the Kaggle signer and each of the two others, read by a head trained without them.
+    for variant in (READER, RESNET):
+        scores = _json(project, f"metrics/variants/{variant}/signers.json")
+        assert list(scores["signers"]) == ["kaggle", *SIGNER_NAMES]
+        assert [row["n"] for row in scores["signers"].values()][1:] == [3 * len(CLASSES)] * len(SIGNER_NAMES)
+        assert scores["mean"] == pytest.approx(np.mean([row["accuracy"] for row in scores["signers"].values()]),
+                                               abs=1e-4)
+
+    # DVC hashes every data.extra_train folder itself: nothing re-runs, and `dvc status` is clean.
+    assert stages_run(_run(["dvc", "repro"], project).output) == set()
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], project).output
+
+
+def test_a_changed_photo_in_one_extra_folder_re_runs_that_entry_alone(project):
+    signers = Path(yaml.safe_load((project / "params.yaml").read_text())["data"]["extra_train"]["signers"])
+    photo = sorted((signers / CLASSES[0]).glob("*.jpg"))[0]
+    photo.write_bytes(photo.read_bytes() + b"\0")  # new bytes, the same picture (the tail after the JPEG's end)
+    status = _run(["dvc", "status"], project).output
+    assert "extra_train@signers:" in status and "extra_train@my-hand:" not in status, status
+    run = stages_run(_run(["dvc", "repro"], project).output)
+    assert "extra_train@signers" in run and not run & {"extra_train@my-hand", "extra_kaggle", "download"}, run
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], project).output
 
 
 def test_a_failed_stage_keeps_its_previous_outputs_and_repro_resumes(project):
@@ -208,7 +241,7 @@ def test_a_failed_stage_keeps_its_previous_outputs_and_repro_resumes(project):
     assert "Running stage 'compare'" not in failed.output
     assert {name: (project / name).read_bytes() for name in outputs} == before
     params.write_text(good)
-    assert stages_run(_run(["dvc", "repro"], project).output) == {"extra_train"}  # all up to date again
+    assert stages_run(_run(["dvc", "repro"], project).output) == set()  # all up to date again
 
 
 def test_exp_run_with_other_epochs_reuses_features_and_retrains(project):
@@ -245,7 +278,8 @@ def test_exp_run_with_other_epochs_reuses_features_and_retrains(project):
     assert "train.epochs" in header
     metric_columns = header[header.index("parent") + 1:header.index("data.source")]  # before the params
     # compare's table first: every variant's accuracy per set; then the variants' own metrics.
-    assert metric_columns[:2 * len(SETS)] == [f"{variant}.{name}" for variant in (READER, RESNET) for name in SETS]
+    columns = [*SETS[:-1], "signers_left_out", SETS[-1]]
+    assert metric_columns[:2 * len(columns)] == [f"{variant}.{name}" for variant in (READER, RESNET) for name in columns]
 
 
 @pytest.fixture(scope="module")

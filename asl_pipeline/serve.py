@@ -171,9 +171,12 @@ class Demo:
     def on_model_thread(self, function, *args):
         try:
             job = self._model_thread.submit(function, *args)
-        except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
+        except RuntimeError:  # after stop(), or at the interpreter's exit: "cannot schedule new futures after shutdown"
             raise Stopping() from None
-        return job.result()
+        try:
+            return job.result()
+        except concurrent.futures.CancelledError:  # it was waiting for the model thread when stop() came
+            raise Stopping() from None
 
     def analyse(self, photo: np.ndarray, with_heatmaps: bool = True):
         return self.on_model_thread(self.classifier.analyse, [photo], None, with_heatmaps)[0]

@@ -462,6 +462,89 @@ def test_spell_live_in_a_real_browser_spells_cab_from_a_fake_camera(browser_api,
             browser.close()
 
 
+# Another site open in the same browser: it posts to the live endpoint as any page can, no-cors (the request
+# goes, the answer stays unreadable) and with CORS (the browser asks first, and is told no).
+HOSTILE_PAGE = """<script>
+window.attack = (async () => {
+  const endpoint = "http://127.0.0.1:LIVE_PORT/session", result = {noCors: [], cors: null};
+  for (let i = 0; i < 9; i++) {
+    const response = await fetch(endpoint, {method: "POST", mode: "no-cors"});
+    result.noCors.push(response.type);
+  }
+  try {
+    const response = await fetch(endpoint, {method: "POST", headers: {"X-Live-Page": "guessed.0"}});
+    result.cors = await response.text();
+  } catch (error) {
+    result.cors = `refused: ${error.name}`;
+  }
+  return result;
+})();
+</script>"""
+
+
+@contextlib.contextmanager
+def static_site(folder: Path):
+    """http://127.0.0.1:<port> serving `folder`: a site of another origin than the demo's."""
+    import functools
+    import http.server
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def messages_seen(component) -> list:
+    """Every message the live component has shown so far (recorded from the call of watch_messages on)."""
+    return component.locator("body").evaluate("() => window.seenMessages")
+
+
+def watch_messages(component) -> None:
+    component.locator("body").evaluate("""() => {
+        window.seenMessages = [];
+        new MutationObserver(() => window.seenMessages.push(document.getElementById("message").textContent))
+            .observe(document.getElementById("message"), {childList: true, characterData: true, subtree: true});
+    }""")
+
+
+@pytest.mark.slow
+@needs_sample
+def test_spell_live_outlasts_a_hostile_page_and_a_restart_of_the_demo(browser_api, model_file, tmp_path):
+    camera = write_y4m(tmp_path / "cab.y4m", word_signs(WORD, hold=5, pause=3), repeat=CAMERA_FPS * 3 // 10)
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                   f"--use-file-for-fake-video-capture={camera}"]
+    port, live_port = free_port(), free_port()
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text(HOSTILE_PAGE.replace("LIVE_PORT", str(live_port)))
+    with browser_api.sync_playwright() as playwright, static_site(tmp_path / "site") as hostile_site:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
+        try:
+            with serving(model_file, tmp_path / "my-hand", port, live_port) as url:
+                hostile = browser.new_page()
+                hostile.goto(hostile_site)
+                attack = hostile.evaluate("() => window.attack")
+                assert attack == {"noCors": ["opaque"] * 9, "cors": "refused: TypeError"}  # nothing read
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                component = open_live_mode(page, url)
+                text = component.locator("#text")
+                browser_api.expect(text).to_contain_text(WORD, timeout=90_000)  # not locked out
+                watch_messages(component)
+            # The demo stopped (as with Ctrl-C): the tab says so, and carries on once it is started again.
+            browser_api.expect(component.get_by_role("alert")).to_contain_text("does not answer", timeout=30_000)
+            with serving(model_file, tmp_path / "my-hand", port, live_port):
+                browser_api.expect(component.locator("#note")).to_contain_text("Reconnected", timeout=120_000)
+                browser_api.expect(text).not_to_contain_text(WORD, timeout=10_000)  # a new session: text over
+                browser_api.expect(text).to_contain_text(WORD, timeout=90_000)
+            seen = messages_seen(component)
+            assert not [message for message in seen if "Error" in message or "futures" in message], seen
+        finally:
+            browser.close()
+
+
 @pytest.mark.slow
 @needs_sample
 @pytest.mark.parametrize("camera, words", [

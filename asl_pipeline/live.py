@@ -35,7 +35,7 @@ from asl_pipeline import drawing
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.serve import Stopping
 from asl_pipeline.speller import Speller
-from asl_pipeline.uploads import FRAME, BadUpload, Busy, read_photo, work_slot
+from asl_pipeline.uploads import FRAME, BadUpload, Busy, reading
 
 MAX_SESSIONS = 8  # one model thread serves them all: more open tabs would each get too few frames a second
 # A tab closed, or its camera stopped, is forgotten this long after its last frame (a tab that leaves says so
@@ -161,8 +161,7 @@ class LiveSessions:
         """Read one posted frame and feed it to the session's speller: the reading, the hand, the text."""
         session = self._session(session_id, page)
         try:
-            with work_slot():  # a bounded number of frames and photos decoded and read at once
-                photo = read_photo(data, FRAME)
+            with reading(data, FRAME) as photo:  # a bounded number of frames and photos at once
                 analysis = self.demo.analyse(photo, with_heatmaps=False)
         except Busy as problem:
             raise LiveError(503, str(problem)) from None

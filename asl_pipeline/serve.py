@@ -10,6 +10,7 @@ Streamlit rather than Gradio: every Gradio release (6.31 included) requires pill
 with the pinned pillow 13.0.0; Streamlit installs beside the pinned stack with `pip check` clean.
 """
 import concurrent.futures
+import ctypes
 import dataclasses
 import os
 import re
@@ -24,12 +25,14 @@ from asl_pipeline.config import MY_HAND_DIR, ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.evaluation import top_k
 from asl_pipeline.uploads import (MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, STREAMLIT_UPLOAD_LIMIT_MB, UPLOAD_TYPES, BadUpload,
-                                  read_photo, work_slot)
+                                  read_photo, reading)
 
 TOP_K = 5
 DISPLAY_SIDE = 512  # longest side of the pictures sent to the page
 DEMO_PACKAGES = "requirements-demo.txt"
 MODES = ("Try it", "Teach it your hand", "Spell live")
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+OWN_PAGES_FROM = 1024 * 1024  # bytes: an allocation this large gets pages of its own, returned when freed
 NO_HAND = "No hand found in this photo"
 
 
@@ -184,8 +187,8 @@ class Demo:
     def classify(self, data: bytes) -> Prediction | Rejection:
         """The page's answer to one uploaded file or snapshot."""
         try:
-            with work_slot():  # a bounded number of photos decoded and read at once, whatever arrives
-                return prediction(self.analyse(read_photo(data)), self.classifier.classes, self.k)
+            with reading(data) as photo:  # a bounded number decoded and read at once, whatever arrives
+                return prediction(self.analyse(photo), self.classifier.classes, self.k)
         except BadUpload as problem:
             return Rejection(str(problem))
 
@@ -214,20 +217,20 @@ class Demo:
             return Rejection(f"Nothing was saved: could not write in {self.teach_dir}/{label}/ "
                              f"({error.strerror or error}). Make that folder writable, or start the demo with "
                              "--teach-dir set to one that is.")
-        return Taught(label, [(name, path, reading) for (name, _, reading), path in zip(kept, paths)])
+        return Taught(label, [(name, path, read_as) for (name, _, read_as), path in zip(kept, paths)])
 
     def _teachable(self, data: bytes) -> tuple:
         """(the bytes to save for an uploaded photo, how the model reads them); BadUpload for a photo that
         cannot be read or shows no hand: training would learn the letter from what is not a hand."""
-        with work_slot():
-            stored = teach.stored_bytes(data)
+        with reading(data) as photo:
+            stored = teach.stored_bytes(data, photo)
             # The saved bytes, not the upload: the very pixels training will read. No heatmap: the page shows
             # only the reading.
             analysis = self.analyse(read_photo(stored), with_heatmaps=False)
-            reading = prediction(analysis, self.classifier.classes, self.k)
+            read_as = prediction(analysis, self.classifier.classes, self.k)
         if analysis.hand_found is False:
             raise BadUpload(f"{NO_HAND}: teach only photos with the whole hand in view, in good light.")
-        return stored, reading
+        return stored, read_as
 
     def teach_counts(self) -> dict:
         return teach.counts(self.teach_dir, self.classifier.classes)
@@ -269,6 +272,18 @@ _running: Demo | None = None  # the demo `serve` started, for the page script in
 _live = None  # that demo's live endpoint (live.LiveServer), on the page's host
 
 
+def return_freed_memory() -> None:
+    """glibc: give every allocation of OWN_PAGES_FROM or more (a decoded photo, its copies) pages of its own,
+    returned to the system when freed. By default glibc raises that threshold to up to 32 MB as large blocks are
+    freed, after which photos land in per-thread heaps that keep the freed memory: flooded from 20 clients,
+    the demo then held 1.9 GB more at its peak, against 0.55 GB so (benchmarks/serving_flood.py)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # another C library (macOS, musl): its own policy stands
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, OWN_PAGES_FROM)
+
+
 def running_demo() -> Demo:
     if _running is None:
         raise PipelineError("no model loaded: start the demo with `python -m asl_pipeline serve`")
@@ -308,6 +323,7 @@ def serve(model_file: Path, host: str, port: int, teach_dir: Path, live_port: in
     from asl_pipeline.live import LiveServer, LiveSessions, PageSecrets, page_key
 
     started = time.monotonic()
+    return_freed_memory()
     demo = Demo(load_classifier(model_file), teach_dir)
     # Traced before the page is up, and on the model thread where it will run: Streamlit calls
     # keras.backend.clear_session() after every page run, which must not land mid-trace.
@@ -432,8 +448,8 @@ def show_taught(st, answer: Taught | Rejection) -> None:
         st.error(as_text(answer.message))
         return
     lines = [f"Saved {len(answer.saved)} photo{'s' if len(answer.saved) > 1 else ''} as **{answer.label}**."]
-    for name, path, reading in answer.saved:
-        best, probability = reading.ranked[0]
+    for name, path, read_as in answer.saved:
+        best, probability = read_as.ranked[0]
         verdict = ("it already reads your hand" if best == answer.label
                    else f"teaching it this {answer.label} should help")
         lines.append(f"{as_text(name)}: saved as `{path}`. The current model reads it as **{best}** "

@@ -14,7 +14,7 @@ from PIL import Image
 
 from asl_pipeline import images
 from asl_pipeline.atomic import atomic_files, remove_temporaries
-from asl_pipeline.uploads import PHOTO, READ_SIDE, BadUpload, check_size, unreadable
+from asl_pipeline.uploads import BadUpload
 
 JPEG_QUALITY = 95  # of a photo uploaded in another format, re-encoded
 SAVE_LIMIT_MB = 50  # what one press of Save may write: a dozen phone photos
@@ -41,11 +41,10 @@ def check_label(label: str, classes) -> None:
                         "letter from the list.")
 
 
-def stored_bytes(data: bytes) -> bytes:
-    """The file to save for an uploaded photo: a JPEG's own bytes without their metadata (never inflated by
-    re-encoding), any other format re-encoded as a JPEG from its pixels, read at most uploads.READ_SIDE a side.
-    BadUpload for what read_photo refuses."""
-    check_size(data, PHOTO)
+def stored_bytes(data: bytes, pixels) -> bytes:
+    """The file to save for an uploaded photo that uploads.read_photo read as `pixels`: a JPEG's own bytes
+    without their metadata (never inflated by re-encoding), any other format re-encoded as a JPEG from those
+    pixels (at most uploads.READ_SIDE a side)."""
     with Image.open(io.BytesIO(data)) as image:
         kind, orientation = image.format, image.getexif().get(EXIF_ORIENTATION, 1)
     if kind == "JPEG":
@@ -53,10 +52,6 @@ def stored_bytes(data: bytes) -> bytes:
             return without_metadata(data, orientation)
         except ValueError:  # segments that do not parse (Pillow read past them): its pixels, re-encoded
             pass
-    try:
-        pixels = images.decode_rgb(data, "upload", max_side=READ_SIDE)
-    except images.UnreadableImage as error:
-        raise unreadable(error) from None
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()

@@ -90,9 +90,19 @@ def unreadable(error: images.UnreadableImage) -> BadUpload:
 
 def read_photo(data: bytes, limits: Limits | None = None) -> np.ndarray:
     """The uploaded bytes as an RGB uint8 photo of at most READ_SIDE a side, or BadUpload saying what is wrong
-    with them. Call it inside work_slot(): the decoding is what takes the memory."""
+    with them."""
     check_size(data, limits or PHOTO)
     try:
         return images.decode_rgb(data, "upload", max_side=READ_SIDE)
     except images.UnreadableImage as error:
         raise unreadable(error) from None
+
+
+@contextlib.contextmanager
+def reading(data: bytes, limits: Limits | None = None):
+    """The uploaded bytes as read_photo's photo, decoded and used inside one of the WORK_SLOTS, held until the
+    block ends: what the photo costs in memory is taken by at most WORK_SLOTS requests at once. Bytes over the
+    limits are refused at once, from the header, without waiting for a slot; Busy when none frees up."""
+    check_size(data, limits or PHOTO)
+    with work_slot():
+        yield read_photo(data, limits)

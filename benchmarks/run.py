@@ -734,7 +734,7 @@ def flood_only(args, previous: dict, started) -> None:
     results = {key: round(value, 4) if isinstance(value, float) else value
                for key, value in serving_flood.measure(served_model()).items()}
     about = {**previous.get("about", {}), "flood": FLOOD_ABOUT, "flood_measured": started.isoformat(timespec="seconds"),
-             "flood_command": "python benchmarks/run.py " + " ".join(sys.argv[1:])}
+             "flood_command": "python benchmarks/run.py " + " ".join(sys.argv[1:]), "flood_load_average": os.getloadavg()}
     kept = {key: value for key, value in previous.items() if not key.startswith("flood_") and key != "about"}
     write_json(args.output, {**kept, **results, "about": about})
     print(table(results, about))

@@ -74,6 +74,7 @@ def flood(model_file: Path) -> dict:
     frames = [flat, photo_jpeg(1920, 1080)] * (PER_PATH // 2)
     assert all(len(data) <= uploads.MAX_UPLOAD_BYTES for data in photos)
 
+    serve.return_freed_memory()  # as serve() starts the demo
     demo = serve.Demo(load_classifier(model_file), Path(tempfile.mkdtemp(prefix="flood-teach-")))
     demo.on_model_thread(serve.traced, demo.classifier)
     pages = live.PageSecrets(os.urandom(32))

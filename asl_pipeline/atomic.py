@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from asl_pipeline.errors import PipelineError
@@ -52,7 +51,8 @@ def atomic_dir(final: Path):
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     _recover_killed_write(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = final.parent / f".{final.name}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()  # mode 0777 less the umask, as the directory it replaces; mkdtemp would leave it 0700
     try:
         yield tmp
     except BaseException:

@@ -363,8 +363,10 @@ class BoundedHTTPServer(http.server.HTTPServer):
     def handle_error(self, request, client_address):
         error = sys.exc_info()[1]
         if isinstance(error, (ConnectionError, TimeoutError)):
-            print(f"live: a client at {client_address[0]}:{client_address[1]} left mid-request "
-                  f"({type(error).__name__})", file=sys.stderr, flush=True)
+            # One write: print's two (the text, then the newline) interleave between threads.
+            sys.stderr.write(f"live: a client at {client_address[0]}:{client_address[1]} left mid-request "
+                             f"({type(error).__name__})\n")
+            sys.stderr.flush()
         else:
             super().handle_error(request, client_address)
 

@@ -208,8 +208,9 @@ class Demo:
                 # Checked as the photos come: a save far over the limit stops before reading the rest.
                 teach.check_room(self.teach_dir, used, sum(len(stored) for _, stored, _ in kept))
             if problems:
-                raise BadUpload(f"Nothing was saved: {len(problems)} of the {len(photos)} photos cannot be taught "
-                                "(remove them and press Save again). " + " ".join(problems))
+                which = "" if len(photos) == 1 else (f" {len(problems)} of the {len(photos)} photos cannot be taught "
+                                                     "(remove them and press Save again).")
+                raise BadUpload(f"Nothing was saved:{which} " + " ".join(problems))
             paths = teach.save([stored for _, stored, _ in kept], label, self.classifier.classes, self.teach_dir)
         except BadUpload as problem:
             return Rejection(str(problem))

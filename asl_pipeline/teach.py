@@ -101,10 +101,10 @@ def check_room(folder: Path, used: int, saving: int) -> None:
     """BadUpload when `saving` more bytes would pass the per-save limit, or the folder's limit with `used`
     bytes there already."""
     if saving > SAVE_LIMIT_MB * 1024 * 1024:
-        raise BadUpload(f"These photos come to {saving / 1024 / 1024:.0f} MB or more; one save takes up to "
+        raise BadUpload(f"These photos come to {saving / 1024 / 1024:.1f} MB or more; one save takes up to "
                         f"{SAVE_LIMIT_MB} MB. Nothing was saved: save them a few at a time.")
     if used + saving > FOLDER_LIMIT_MB * 1024 * 1024:
-        raise BadUpload(f"{folder} holds {used / 1024 / 1024:.0f} MB of photos and these would pass its "
+        raise BadUpload(f"{folder} holds {used / 1024 / 1024:.1f} MB of photos and these would pass its "
                         f"{FOLDER_LIMIT_MB} MB limit. Nothing was saved: remove photos you no longer need from it, "
                         "or start the demo with another --teach-dir.")
 

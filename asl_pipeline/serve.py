@@ -24,8 +24,8 @@ from asl_pipeline import drawing, teach
 from asl_pipeline.config import MY_HAND_DIR, ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.evaluation import top_k
-from asl_pipeline.uploads import (MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, STREAMLIT_UPLOAD_LIMIT_MB, UPLOAD_TYPES, BadUpload,
-                                  read_photo, reading)
+from asl_pipeline.uploads import (MAX_UPLOAD_MB, STREAMLIT_UPLOAD_LIMIT_MB, UPLOAD_TYPES, BadUpload, read_photo,
+                                  reading)
 
 TOP_K = 5
 DISPLAY_SIDE = 512  # longest side of the pictures sent to the page

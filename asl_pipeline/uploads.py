@@ -42,7 +42,7 @@ PHOTO = Limits("photo", MAX_UPLOAD_MB, 50_000_000)
 # The live page sends frames of at most 320 pixels a side (live.FRAME_SIDE), some 30 KB of JPEG: a frame may be
 # a few megapixels at most (a full-HD camera frame sent as is), so that a flood of frames costs little memory.
 FRAME = Limits("frame", 2, 2_100_000)
-MAX_UPLOAD_BYTES, MAX_PIXELS = PHOTO.max_bytes, PHOTO.max_pixels
+MAX_UPLOAD_BYTES = PHOTO.max_bytes
 
 _work_slots = threading.BoundedSemaphore(WORK_SLOTS)
 

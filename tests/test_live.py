@@ -8,8 +8,6 @@ import os
 import re
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -424,6 +422,16 @@ def write_y4m(path: Path, signs, repeat: int, fps: int = CAMERA_FPS) -> Path:
     return path
 
 
+def fake_camera_spelling_cab(folder: Path) -> list:
+    """Chromium's arguments for a camera that plays sample photos spelling CAB, the prompt for it accepted.
+
+    Letters held 1.5 s, 0.9 s of `nothing` between: slack for a machine slower than 10 frames a second. Each
+    photo stays 0.3 s, as a hand would: the skeleton, a frame behind the picture, still fits it."""
+    camera = write_y4m(folder / "cab.y4m", word_signs(WORD, hold=5, pause=3), repeat=CAMERA_FPS * 3 // 10)
+    return ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}"]
+
+
 def open_live_mode(page, url: str):
     """The page in Spell live mode; the live component's frame."""
     page.goto(url)
@@ -434,11 +442,7 @@ def open_live_mode(page, url: str):
 @pytest.mark.slow
 @needs_sample
 def test_spell_live_in_a_real_browser_spells_cab_from_a_fake_camera(browser_api, model_file, tmp_path):
-    # Letters held 1.5 s, 0.9 s of `nothing` between: slack for a machine slower than 10 frames a second.
-    # Each photo stays 0.3 s, as a hand would: the skeleton, a frame behind the picture, still fits it.
-    camera = write_y4m(tmp_path / "cab.y4m", word_signs(WORD, hold=5, pause=3), repeat=CAMERA_FPS * 3 // 10)
-    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                   f"--use-file-for-fake-video-capture={camera}"]
+    fake_camera = fake_camera_spelling_cab(tmp_path)
     with serving(model_file, tmp_path / "my-hand") as url, browser_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
         try:
@@ -514,9 +518,7 @@ def watch_messages(component) -> None:
 @pytest.mark.slow
 @needs_sample
 def test_spell_live_outlasts_a_hostile_page_and_a_restart_of_the_demo(browser_api, model_file, tmp_path):
-    camera = write_y4m(tmp_path / "cab.y4m", word_signs(WORD, hold=5, pause=3), repeat=CAMERA_FPS * 3 // 10)
-    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                   f"--use-file-for-fake-video-capture={camera}"]
+    fake_camera = fake_camera_spelling_cab(tmp_path)
     port, live_port = free_port(), free_port()
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "index.html").write_text(HOSTILE_PAGE.replace("LIVE_PORT", str(live_port)))

@@ -115,7 +115,7 @@ BAD_UPLOADS = [
     (b"", "empty"),
     (b"hello, this is a text file", "not an image"),
     (encoded(noise(40, 40), "JPEG")[:200], "not an image"),  # truncated
-    (b"\xff" * (serve.MAX_UPLOAD_BYTES + 1), f"up to {serve.MAX_UPLOAD_MB} MB"),
+    (b"\xff" * (uploads.MAX_UPLOAD_BYTES + 1), f"up to {serve.MAX_UPLOAD_MB} MB"),
 ]
 
 
@@ -141,25 +141,33 @@ def test_a_large_photo_is_read_scaled_down_to_the_read_side(backbone_demo, monke
     assert read == [(1365, uploads.READ_SIDE, 3)] * 2
 
 
-def test_no_more_photos_are_read_at_once_than_the_work_slots(backbone_demo, monkeypatch):
-    decode, reading, most, counting = images.decode_rgb, [0], [0], threading.Lock()
+def counting_calls(function):
+    """(function wrapped, its counts): calls, and the most running at once. Each call waits 50 ms first, long
+    enough for the other threads to pile up behind it."""
+    counts, counting = {"calls": 0, "running": 0, "most": 0}, threading.Lock()
 
     def counted(*args, **kwargs):
         with counting:
-            reading[0] += 1
-            most[0] = max(most[0], reading[0])
-        time.sleep(0.05)  # long enough for the other threads to pile up behind this one
+            counts["calls"] += 1
+            counts["running"] += 1
+            counts["most"] = max(counts["most"], counts["running"])
+        time.sleep(0.05)
         try:
-            return decode(*args, **kwargs)
+            return function(*args, **kwargs)
         finally:
             with counting:
-                reading[0] -= 1
+                counts["running"] -= 1
 
+    return counted, counts
+
+
+def test_no_more_photos_are_read_at_once_than_the_work_slots(backbone_demo, monkeypatch):
+    counted, counts = counting_calls(images.decode_rgb)
     monkeypatch.setattr(images, "decode_rgb", counted)
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(backbone_demo.classify, [encoded(noise(30, 40, seed=i)) for i in range(8)]))
     assert all(isinstance(answer, serve.Prediction) for answer in answers)
-    assert most[0] == uploads.WORK_SLOTS
+    assert counts["calls"] == 8 and counts["most"] == uploads.WORK_SLOTS
 
 
 def test_a_photo_that_waits_too_long_for_a_slot_is_told_the_demo_is_busy(backbone_demo, monkeypatch):
@@ -190,32 +198,18 @@ def test_a_huge_flat_png_is_refused_from_its_header_without_decoding(tmp_path, m
         pytest.skip("the peak memory of this process cannot be reset here (needs Linux /proc)")
     before = peak_rss_mib()
     with pytest.raises(serve.BadUpload, match="12000 x 12000 pixels"):
-        serve.read_photo(data)
+        uploads.read_photo(data)
     assert peak_rss_mib() - before < 50  # decoding it peaks 1.6 GB higher here
 
 
 def test_eight_simultaneous_requests_share_one_model_one_call_at_a_time(backbone_demo, monkeypatch):
     photos = [encoded(noise(30 + i, 40, seed=i)) for i in range(8)]
     alone = [backbone_demo.classify(photo) for photo in photos]
-    running, most_running, calls, counting = [0], [0], [0], threading.Lock()
-    analyse = backbone_demo.classifier.analyse
-
-    def counted(*args, **kwargs):
-        with counting:
-            running[0] += 1
-            calls[0] += 1
-            most_running[0] = max(most_running[0], running[0])
-        time.sleep(0.05)  # long enough for the other threads to pile up behind this call
-        try:
-            return analyse(*args, **kwargs)
-        finally:
-            with counting:
-                running[0] -= 1
-
+    counted, counts = counting_calls(backbone_demo.classifier.analyse)
     monkeypatch.setattr(backbone_demo.classifier, "analyse", counted)
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         together = list(pool.map(backbone_demo.classify, photos))
-    assert calls[0] == 8 and most_running[0] == 1
+    assert counts["calls"] == 8 and counts["most"] == 1
     for one, other in zip(alone, together):
         assert one.label == other.label
         np.testing.assert_allclose([p for _, p in one.ranked], [p for _, p in other.ranked], rtol=1e-5)
@@ -615,7 +609,7 @@ def test_page_in_a_real_browser(browser_api, running_server, tmp_path):
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("not a photo")
     too_big = tmp_path / "huge.png"
-    too_big.write_bytes(encoded(noise(64, 64)) + bytes(serve.MAX_UPLOAD_BYTES))
+    too_big.write_bytes(encoded(noise(64, 64)) + bytes(uploads.MAX_UPLOAD_BYTES))
     with browser_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

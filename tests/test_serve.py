@@ -477,13 +477,18 @@ def test_description_when_run_is_unknown_or_not_pretrained(featurizers, run, wor
 def test_serve_help_documents_every_option():
     text = subprocess.run([sys.executable, "-m", "asl_pipeline", "serve", "--help"], cwd=PROJECT,
                           capture_output=True, text=True, check=True).stdout
-    for option in ("--model", "--host", "--port", "127.0.0.1", "--teach-dir", "data/my-hand", "data.extra_train"):
+    for option in ("--model", "--host", "--port", "127.0.0.1", "--live-port", "--teach-dir", "data/my-hand",
+                   "data.extra_train"):
         assert option in text
 
 
 def test_serve_bad_port_and_missing_model_say_what_to_do(tmp_path, capsys):
     assert cli.main(["serve", "--port", "70000"]) == 1
     assert "1 to 65535" in capsys.readouterr().err
+    assert cli.main(["serve", "--port", "65535"]) == 1  # Spell live's port, the next one, does not exist
+    assert "--live-port 65536 is not a TCP port" in capsys.readouterr().err
+    assert cli.main(["serve", "--port", "8601", "--live-port", "8601"]) == 1
+    assert "the page's own --port" in capsys.readouterr().err
     pytest.importorskip("streamlit", reason="the demo's packages (requirements-demo.txt) are not installed")
     assert cli.main(["serve", "--model", str(tmp_path / "absent.keras")]) == 1
     assert "absent.keras" in capsys.readouterr().err

@@ -9,8 +9,8 @@ import contextlib
 import glob
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from asl_pipeline.errors import PipelineError
@@ -33,13 +33,26 @@ def _recover_killed_write(final: Path) -> None:
         _remove(leftover)
 
 
+def remove_temporaries(folder: Path) -> list:
+    """Remove the temporaries that writes killed outright (SIGKILL) left in `folder`; the paths removed.
+
+    For a folder whose files are written under names never used twice (teach mode's photos), where no later
+    write of the same output would find them; only for a writer that knows no write of its own is under way.
+    """
+    stale = sorted(path for path in Path(folder).glob(".*.tmp-*") if path.is_file())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path):
     """Yield an empty temporary sibling of `final`; on success it replaces `final`, on error it is removed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     _recover_killed_write(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = final.parent / f".{final.name}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()  # mode 0777 less the umask, as the directory it replaces; mkdtemp would leave it 0700
     try:
         yield tmp
     except BaseException:
@@ -58,9 +71,10 @@ def atomic_file(final: Path):
     """Yield a temporary sibling path of `final` to write; on success it is renamed onto `final`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=final.suffix, dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = final.parent / f".{final.name}.tmp-{secrets.token_hex(4)}{final.suffix}"
+    # Made as open() makes files, mode 0666 less the umask (0644 usually): the output is read like any other
+    # file, not 0600 as mkstemp would leave it. O_EXCL: a new file, never one already there.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
     except BaseException:

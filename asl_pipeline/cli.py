@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the hand skeleton. Its teach mode saves photos of your hand per letter for the next "
                     "`dvc repro`, and the page serves the retrained model as soon as it is written. Its Spell "
                     "live mode reads the webcam continuously and spells the letters signed; its frames go to "
-                    "a second port on the same --host, chosen free at start and printed. Needs the "
+                    "a second port on the same --host (--live-port), which only the page itself may use. Needs the "
                     "packages in requirements-demo.txt (`make demo` installs them). Ctrl-C stops it.")
     serve.add_argument("--model", type=Path, help="the trained model; labels.json, featurizers.json, "
                        "hand_landmarker.task and run.json are read from the same folder " + SERVED_MODEL_DEFAULT)
@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the page to the whole network (default: %(default)s)")
     serve.add_argument("--port", type=_positive_int, default=8501,
                        help="port to listen on (default: %(default)s)")
+    serve.add_argument("--live-port", type=_positive_int, metavar="PORT",
+                       help="port of Spell live's frame endpoint, on --host; fixed so that an open live tab finds "
+                            "it again after a restart (default: --port + 1)")
     serve.add_argument("--teach-dir", type=Path, default=MY_HAND_DIR, metavar="DIR",
                        help="where teach mode saves photos, as DIR/<LETTER>/teach_*.jpg, relative to the working "
                             "directory; training reads it when it is listed in the data.extra_train param, "
@@ -274,7 +277,7 @@ def serve_command(args) -> int:
     # Imported here: the page loads Keras and Streamlit, which --help need not wait for.
     from asl_pipeline import serve
 
-    serve.serve(model_file(args), args.host, args.port, args.teach_dir)
+    serve.serve(model_file(args), args.host, args.port, args.teach_dir, args.live_port)
     return 0
 
 

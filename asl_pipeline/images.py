@@ -27,12 +27,19 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def decode_rgb(data: bytes, path="<bytes>") -> np.ndarray:
-    """RGB uint8 array (H, W, 3) from encoded bytes; UnreadableImage for anything not a full image."""
+def decode_rgb(data: bytes, path="<bytes>", max_side: int | None = None) -> np.ndarray:
+    """RGB uint8 array (H, W, 3) from encoded bytes; UnreadableImage for anything not a full image.
+
+    max_side: scaled down (never up) to at most this on the longest side, while decoding where the format
+    allows (a JPEG decodes straight at 1/2, 1/4 or 1/8 scale), so a large photo never takes its full size in memory.
+    """
     if not data:
         raise UnreadableImage(path, "empty file")
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if max_side:
+                # reducing_gap 1: the JPEG draft scale may come down to max_side itself, not twice it.
+                image.thumbnail((max_side, max_side), Image.LANCZOS, reducing_gap=1.0)
             image.load()  # a truncated file only fails here
             array = _to_rgb(image)
     except Image.UnidentifiedImageError:

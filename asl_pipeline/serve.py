@@ -10,31 +10,30 @@ Streamlit rather than Gradio: every Gradio release (6.31 included) requires pill
 with the pinned pillow 13.0.0; Streamlit installs beside the pinned stack with `pip check` clean.
 """
 import concurrent.futures
+import ctypes
 import dataclasses
-import datetime
 import os
-import secrets
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from asl_pipeline import drawing, images
-from asl_pipeline.atomic import atomic_file
+from asl_pipeline import drawing, teach
 from asl_pipeline.config import MY_HAND_DIR, ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.evaluation import top_k
-from asl_pipeline.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, UPLOAD_TYPES, BadUpload, read_photo
+from asl_pipeline.uploads import (MAX_UPLOAD_MB, STREAMLIT_UPLOAD_LIMIT_MB, UPLOAD_TYPES, BadUpload, read_photo,
+                                  reading)
 
-# Streamlit refuses a file over its own limit in the browser, marking only the file name red; up to this
-# size a file reaches read_photo instead, whose refusal says on the page what was wrong and what to do.
-STREAMLIT_UPLOAD_LIMIT_MB = 5 * MAX_UPLOAD_MB
 TOP_K = 5
 DISPLAY_SIDE = 512  # longest side of the pictures sent to the page
 DEMO_PACKAGES = "requirements-demo.txt"
-TEACH_JPEG_QUALITY = 95
 MODES = ("Try it", "Teach it your hand", "Spell live")
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+OWN_PAGES_FROM = 1024 * 1024  # bytes: an allocation this large gets pages of its own, returned when freed
+NO_HAND = "No hand found in this photo"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,49 +58,15 @@ class Rejection:
 
 @dataclasses.dataclass(frozen=True)
 class Taught:
-    """What the page shows for a photo saved in teach mode: where it went, and how the model reads it now."""
+    """What the page shows for photos saved in teach mode: the letter, and for each photo its name as
+    uploaded, where it went and how the model reads it now."""
 
-    path: Path
-    reading: Prediction
-
-
-def teach_file_name(now: datetime.datetime) -> str:
-    """A new file name made by the server: the time orders the photos, the random part keeps two photos
-    taken in the same second apart."""
-    return f"teach_{now:%Y%m%dT%H%M%SZ}_{secrets.token_hex(4)}.jpg"
+    label: str
+    saved: list  # [(upload name, Path, Prediction)]
 
 
-def save_teach_photo(data: bytes, label: str, classes, folder: Path) -> Path:
-    """Save an uploaded photo as folder/<label>/<new name>.jpg for training; BadUpload if it cannot be.
-
-    The label must be one of the model's classes, checked against that list and never the file system,
-    so no label can name a path outside `folder`. The photo passes the same checks as one to classify and
-    is saved re-encoded from its pixels, never as the uploaded bytes: the file is a plain JPEG whatever
-    was uploaded, without the upload's metadata (a phone photo's location, say).
-    """
-    if label not in classes:
-        raise BadUpload(f"{label!r} is not one of the model's classes ({', '.join(classes)}): pick the "
-                        "letter from the list.")
-    photo = read_photo(data)
-    path = Path(folder) / label / teach_file_name(datetime.datetime.now(datetime.timezone.utc))
-    with atomic_file(path) as tmp:  # training never sees half a photo, nor a failed save's leftovers
-        Image.fromarray(photo).save(tmp, "JPEG", quality=TEACH_JPEG_QUALITY)
-    return path
-
-
-def teach_counts(folder: Path, classes) -> dict:
-    """{class: how many photos it has in folder/<class>/}, in the model's class order.
-
-    Counts every image file there, photos dropped in by hand included; hidden files (an unfinished save's
-    temporary) are not photos.
-    """
-    def photos(class_folder: Path) -> int:
-        if not class_folder.is_dir():
-            return 0
-        return sum(1 for path in class_folder.iterdir() if path.is_file() and not path.name.startswith(".")
-                   and path.suffix.lower() in images.IMAGE_SUFFIXES)
-
-    return {label: photos(Path(folder) / label) for label in classes}
+class Stopping(Exception):
+    """The demo is shutting down: a request that arrives now gets no reading."""
 
 
 def model_stamp(model_file: Path) -> tuple:
@@ -145,7 +110,7 @@ def prediction(analysis, classes, k: int) -> Prediction:
         analysis.image, analysis.hand, analysis.keypoint_weights))
     warning = None
     if analysis.hand_found is False:
-        warning = ("No hand found in this photo, so the model did not see the hand it was trained to read "
+        warning = (f"{NO_HAND}, so the model did not see the hand it was trained to read "
                    "and this prediction is unreliable. Try a photo with the whole hand in view, in good light.")
     return Prediction(ranked[0][0], ranked, heatmap, skeleton, keypoints, analysis.hand_found, warning)
 
@@ -197,6 +162,8 @@ class Demo:
         # is made once rather than for each of Streamlit's per-session threads.
         self._model_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._serve(classifier, model_stamp(classifier.model_file))
+        # This demo is the folder's only writer, and none of its saves is under way yet.
+        teach.remove_stale_temporaries(self.teach_dir, classifier.classes)
 
     def _serve(self, classifier, stamp: tuple) -> None:
         self.classifier = classifier
@@ -205,7 +172,14 @@ class Demo:
         self._stamp = stamp  # of the files the page last tried to load
 
     def on_model_thread(self, function, *args):
-        return self._model_thread.submit(function, *args).result()
+        try:
+            job = self._model_thread.submit(function, *args)
+        except RuntimeError:  # after stop(), or at the interpreter's exit: "cannot schedule new futures after shutdown"
+            raise Stopping() from None
+        try:
+            return job.result()
+        except concurrent.futures.CancelledError:  # it was waiting for the model thread when stop() came
+            raise Stopping() from None
 
     def analyse(self, photo: np.ndarray, with_heatmaps: bool = True):
         return self.on_model_thread(self.classifier.analyse, [photo], None, with_heatmaps)[0]
@@ -213,27 +187,58 @@ class Demo:
     def classify(self, data: bytes) -> Prediction | Rejection:
         """The page's answer to one uploaded file or snapshot."""
         try:
-            photo = read_photo(data)
+            with reading(data) as photo:  # a bounded number decoded and read at once, whatever arrives
+                return prediction(self.analyse(photo), self.classifier.classes, self.k)
         except BadUpload as problem:
             return Rejection(str(problem))
-        return prediction(self.analyse(photo), self.classifier.classes, self.k)
 
-    def teach(self, data: bytes, label: str) -> Taught | Rejection:
-        """Save one uploaded photo of the sign `label` for training, and say how the model reads it now."""
+    def teach(self, photos: list, label: str) -> Taught | Rejection:
+        """Save uploaded photos [(name, bytes)] of the sign `label` for training, all of them or none: a photo
+        the demo cannot read or in which it finds no hand is refused, with the reason, and then nothing is saved."""
         try:
-            path = save_teach_photo(data, label, self.classifier.classes, self.teach_dir)
+            teach.check_label(label, self.classifier.classes)
+            if not photos:
+                raise BadUpload("Nothing to save yet: pick a photo or take a snapshot first, then press Save.")
+            used, kept, problems = teach.folder_bytes(self.teach_dir), [], []
+            for name, data in photos:
+                try:
+                    kept.append((name, *self._teachable(data)))
+                except BadUpload as problem:
+                    problems.append(f"{name}: {problem}")
+                # Checked as the photos come: a save far over the limit stops before reading the rest.
+                teach.check_room(self.teach_dir, used, sum(len(stored) for _, stored, _ in kept))
+            if problems:
+                which = "" if len(photos) == 1 else (f" {len(problems)} of the {len(photos)} photos cannot be taught "
+                                                     "(remove them and press Save again).")
+                raise BadUpload(f"Nothing was saved:{which} " + " ".join(problems))
+            paths = teach.save([stored for _, stored, _ in kept], label, self.classifier.classes, self.teach_dir)
         except BadUpload as problem:
             return Rejection(str(problem))
         except OSError as error:
-            return Rejection(f"Could not save the photo in {self.teach_dir}/{label}/ ({error.strerror or error}). "
-                             "Make that folder writable, or start the demo with --teach-dir set to one that is.")
-        # The saved JPEG, not the upload: the very pixels training will read. No heatmap: the page shows
-        # only the reading.
-        analysis = self.analyse(images.load_rgb(path), with_heatmaps=False)
-        return Taught(path, prediction(analysis, self.classifier.classes, self.k))
+            return Rejection(f"Nothing was saved: could not write in {self.teach_dir}/{label}/ "
+                             f"({error.strerror or error}). Make that folder writable, or start the demo with "
+                             "--teach-dir set to one that is.")
+        return Taught(label, [(name, path, read_as) for (name, _, read_as), path in zip(kept, paths)])
+
+    def _teachable(self, data: bytes) -> tuple:
+        """(the bytes to save for an uploaded photo, how the model reads them); BadUpload for a photo that
+        cannot be read or shows no hand: training would learn the letter from what is not a hand."""
+        with reading(data) as photo:
+            stored = teach.stored_bytes(data, photo)
+            # The saved bytes, not the upload: the very pixels training will read. No heatmap: the page shows
+            # only the reading.
+            analysis = self.analyse(read_photo(stored), with_heatmaps=False)
+            read_as = prediction(analysis, self.classifier.classes, self.k)
+        if analysis.hand_found is False:
+            raise BadUpload(f"{NO_HAND}: teach only photos with the whole hand in view, in good light.")
+        return stored, read_as
 
     def teach_counts(self) -> dict:
-        return teach_counts(self.teach_dir, self.classifier.classes)
+        return teach.counts(self.teach_dir, self.classifier.classes)
+
+    def stop(self) -> None:
+        """Take no more requests: each is answered Stopping; one on the model thread now still finishes."""
+        self._model_thread.shutdown(wait=False, cancel_futures=True)
 
     def follow_model_file(self) -> bool:
         """Load the model again if training rewrote its files since the last look; True when it did.
@@ -265,7 +270,19 @@ class Demo:
 
 
 _running: Demo | None = None  # the demo `serve` started, for the page script in the same process
-_live_port: int | None = None  # where that demo's live endpoint listens, on the page's host
+_live = None  # that demo's live endpoint (live.LiveServer), on the page's host
+
+
+def return_freed_memory() -> None:
+    """glibc: give every allocation of OWN_PAGES_FROM or more (a decoded photo, its copies) pages of its own,
+    returned to the system when freed. By default glibc raises that threshold to up to 32 MB as large blocks are
+    freed, after which photos land in per-thread heaps that keep the freed memory: flooded from 20 clients,
+    the demo then held 1.9 GB more at its peak, against 0.55 GB so (benchmarks/serving_flood.py)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # another C library (macOS, musl): its own policy stands
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, OWN_PAGES_FROM)
 
 
 def running_demo() -> Demo:
@@ -288,38 +305,52 @@ def streamlit_options(host: str, port: int) -> dict:
     }
 
 
-def serve(model_file: Path, host: str, port: int, teach_dir: Path) -> None:
+def serve(model_file: Path, host: str, port: int, teach_dir: Path, live_port: int | None = None) -> None:
     """Load the model, then serve the page at http://host:port until interrupted; teach mode saves photos
-    under teach_dir."""
-    global _running, _live_port
-    if not 0 < port < 65536:
-        raise PipelineError(f"--port {port} is not a TCP port: choose one from 1 to 65535")
+    under teach_dir; Spell live's frames go to live_port (default: the port after the page's)."""
+    global _running, _live
+    live_port = port + 1 if live_port is None else live_port
+    for option, number in (("--port", port), ("--live-port", live_port)):
+        if not 0 < number < 65536:
+            raise PipelineError(f"{option} {number} is not a TCP port: choose one from 1 to 65535")
+    if live_port == port:
+        raise PipelineError(f"--live-port {live_port} is the page's own --port: choose another one")
     try:
         from streamlit.web import bootstrap
     except ImportError:
         raise PipelineError(f"the demo needs the packages in {DEMO_PACKAGES}: run `make demo`, or "
                             f"`.venv/bin/python -m pip install -r {DEMO_PACKAGES}`") from None
     from asl_pipeline.inference import load_classifier
-    from asl_pipeline.live import LiveServer, LiveSessions
+    from asl_pipeline.live import LiveServer, LiveSessions, PageSecrets, page_key
 
     started = time.monotonic()
+    return_freed_memory()
     demo = Demo(load_classifier(model_file), teach_dir)
     # Traced before the page is up, and on the model thread where it will run: Streamlit calls
     # keras.backend.clear_session() after every page run, which must not land mid-trace.
     demo.on_model_thread(traced, demo.classifier)
     _running = demo
-    _live_port = LiveServer(LiveSessions(demo), host, port).port
+    try:
+        # A fixed port, not any free one: a live tab left open finds the endpoint again after a restart.
+        _live = LiveServer(LiveSessions(demo, PageSecrets(page_key())), host, live_port, port)
+    except OSError as error:
+        raise PipelineError(f"Spell live cannot listen on {host}:{live_port} ({error.strerror or error}): stop "
+                            "what uses that port (another demo?), or pass --live-port with a free one") from None
     print(f"serve: {demo.description.replace('`', '')}", flush=True)
     print(f"serve: teach mode saves photos in {teach_dir}/<LETTER>/", flush=True)
-    print(f"serve: Spell live posts webcam frames to http://{host}:{_live_port}", flush=True)
+    print(f"serve: Spell live posts webcam frames to http://{host}:{live_port}", flush=True)
     print(f"serve: model ready in {time.monotonic() - started:.1f} s; starting the page at "
           f"http://{host}:{port} (Ctrl-C stops it)", flush=True)
     options = streamlit_options(host, port)
     bootstrap.load_config_options(options)
-    bootstrap.run(__file__, False, [], options)
+    try:
+        bootstrap.run(__file__, False, [], options)
+    finally:  # requests still arriving are told the demo is stopping, not an internal error
+        demo.stop()
+        _live.close()
 
 
-def render_page(demo: Demo, live_port: int) -> None:
+def render_page(demo: Demo, live_server) -> None:
     import streamlit as st
 
     st.set_page_config(page_title="ASL fingerspelling demo", layout="wide")
@@ -336,7 +367,7 @@ def render_page(demo: Demo, live_port: int) -> None:
     elif mode == "Teach it your hand":
         render_teach(st, demo)
     else:
-        render_live(st, live_port)
+        render_live(st, live_server)
 
 
 def render_try(st, demo: Demo) -> None:
@@ -351,9 +382,15 @@ def render_try(st, demo: Demo) -> None:
     with st.spinner("Classifying..."):
         answer = demo.classify(upload.getvalue())
     if isinstance(answer, Rejection):
-        st.error(answer.message)
+        st.error(as_text(answer.message))
     else:
         show_prediction(st, answer)
+
+
+def as_text(text: str) -> str:
+    """`text` for Streamlit's Markdown, shown as written: every ASCII punctuation mark escaped, so that a file
+    name like ![x](http://host/track.png).jpg is not an image the browser fetches, nor a link, nor LaTeX."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
 
 
 def counts_line(counts: dict) -> str:
@@ -380,17 +417,19 @@ def render_teach(st, demo: Demo) -> None:
             uploads = [] if snapshot is None else [snapshot]
         saving = st.form_submit_button(f"Save as {label}", type="primary")
     if saving:
-        if not uploads:
-            st.warning("Nothing to save yet: pick a photo or take a snapshot first, then press Save.")
-        for upload in uploads:
-            show_taught(st, demo.teach(upload.getvalue(), label), label, upload.name)
+        # One call that saves all the photos or none, its outcome kept in the session: a page run that
+        # another click interrupts (a letter picked while saving) neither loses photos nor the message.
+        with st.spinner("Reading and saving the photos..."):
+            st.session_state["taught"] = demo.teach([(upload.name, upload.getvalue()) for upload in uploads], label)
+    if "taught" in st.session_state:
+        show_taught(st, st.session_state["taught"])
     st.markdown(f"Photos saved in `{demo.teach_dir}/` per letter: {counts_line(demo.teach_counts())}")
     st.info(f"**Next:** run `dvc repro` in the project folder. Training reads `{demo.teach_dir}/<LETTER>/` "
             f"when the folder is listed in `data.extra_train` in params.yaml, which `{MY_HAND_DIR}` is by default. "
             "This page loads the retrained model by itself; no restart needed.")
 
 
-def render_live(st, live_port: int) -> None:
+def render_live(st, live_server) -> None:
     from streamlit.components.v1 import html
 
     from asl_pipeline import live
@@ -399,18 +438,24 @@ def render_live(st, live_port: int) -> None:
                 "sees are drawn over the picture, and the letters it takes build up below. For a double letter "
                 "(the LL of HELLO), drop the hand out of view between the two. J and Z are signed with a motion "
                 "and are not read. The frames go only to this demo's server.")
-    html(live.component_html(live_port), height=live.COMPONENT_HEIGHT)
+    # One secret per browser tab (Streamlit session), the same on every page run: the component is not
+    # restarted by a rerun, and only this page can use the endpoint.
+    secret = st.session_state.setdefault("live_page_secret", live_server.sessions.pages.issue())
+    html(live.component_html(live_server.port, secret), height=live.COMPONENT_HEIGHT)
 
 
-def show_taught(st, answer: Taught | Rejection, label: str, name: str) -> None:
+def show_taught(st, answer: Taught | Rejection) -> None:
     if isinstance(answer, Rejection):
-        st.error(f"{name}: {answer.message}")
+        st.error(as_text(answer.message))
         return
-    best, probability = answer.reading.ranked[0]
-    verdict = "it already reads your hand" if best == label else f"teaching it this {label} should help"
-    st.success(f"Saved `{answer.path}`. The current model reads it as **{best}** ({probability:.0%}): {verdict}.")
-    if answer.reading.warning:
-        st.warning(answer.reading.warning)
+    lines = [f"Saved {len(answer.saved)} photo{'s' if len(answer.saved) > 1 else ''} as **{answer.label}**."]
+    for name, path, read_as in answer.saved:
+        best, probability = read_as.ranked[0]
+        verdict = ("it already reads your hand" if best == answer.label
+                   else f"teaching it this {answer.label} should help")
+        lines.append(f"{as_text(name)}: saved as `{path}`. The current model reads it as **{best}** "
+                     f"({probability:.0%}): {verdict}.")
+    st.success("  \n".join(lines))
 
 
 def show_prediction(st, answer: Prediction) -> None:
@@ -439,4 +484,4 @@ if __name__ == "__main__":
     # from the imported module, where `serve` put them.
     from asl_pipeline import serve as app
 
-    app.render_page(app.running_demo(), app._live_port)
+    app.render_page(app.running_demo(), app._live)

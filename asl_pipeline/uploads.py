@@ -1,39 +1,108 @@
 """What the demo page accepts from a browser (an uploaded photo, a snapshot, a live frame), checked before it
-costs memory: one place for the page (serve.py) and its live endpoint (live.py)."""
+costs memory, and how many are read at once: one place for the page (serve.py) and its live endpoint (live.py)."""
+import contextlib
+import dataclasses
+import threading
+
 import numpy as np
 
 from asl_pipeline import images
 
 MAX_UPLOAD_MB = 10
-MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024  # Streamlit's megabyte
 # Streamlit refuses a file over its own limit in the browser, marking only the file name red; up to this
 # size a file reaches read_photo instead, whose refusal says on the page what was wrong and what to do.
 STREAMLIT_UPLOAD_LIMIT_MB = 5 * MAX_UPLOAD_MB
-# Ten megabytes of JPEG or flat PNG can hold hundreds of megapixels; beyond this, decoding and drawing
-# take seconds and gigabytes for no better prediction.
-MAX_PIXELS = 50_000_000
 UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in images.IMAGE_SUFFIXES)
+# A photo is read scaled down to this on its longest side: the hand models see the whole photo at 192 pixels
+# and the hand in a 224-pixel crop, so more pixels only cost memory (a 50-megapixel photo read whole takes
+# about 1 GB while its request runs; scaled on decoding, a JPEG about 50 MB and a PNG about 200 MB).
+READ_SIDE = 2048
+# Photos and frames decoded and read at once, whatever number of requests arrive: the bound on the memory they
+# take. The model reads one at a time anyway, so a second slot only lets the next photo decode meanwhile.
+WORK_SLOTS = 2
+BUSY_SECONDS = 20.0  # a request waits this long for a slot, then is told the demo is busy
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The largest upload of one kind: refused before it is decoded."""
+
+    what: str  # "photo", "frame": named in the refusal
+    max_mb: float
+    max_pixels: int
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_mb * 1024 * 1024)  # Streamlit's megabyte
+
+
+# Ten megabytes of JPEG or flat PNG can hold hundreds of megapixels; beyond 50, decoding takes seconds for no
+# better prediction.
+PHOTO = Limits("photo", MAX_UPLOAD_MB, 50_000_000)
+# The live page sends frames of at most 320 pixels a side (live.FRAME_SIDE), some 30 KB of JPEG: a frame may be
+# a few megapixels at most (a full-HD camera frame sent as is), so that a flood of frames costs little memory.
+FRAME = Limits("frame", 2, 2_100_000)
+MAX_UPLOAD_BYTES = PHOTO.max_bytes
+
+_work_slots = threading.BoundedSemaphore(WORK_SLOTS)
 
 
 class BadUpload(Exception):
     """An upload the page cannot classify; the message says what to do instead."""
 
 
-def read_photo(data: bytes) -> np.ndarray:
-    """The uploaded bytes as an RGB uint8 photo, or BadUpload saying what is wrong with them."""
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise BadUpload(f"The file is {len(data) / 1024 / 1024:.1f} MB; the demo takes photos of up to "
-                        f"{MAX_UPLOAD_MB} MB. Save it smaller (as a JPEG, or scaled down) and upload it again.")
+class Busy(BadUpload):
+    """Every work slot stayed taken for BUSY_SECONDS: too many photos arrived at once."""
+
+
+@contextlib.contextmanager
+def work_slot():
+    """Hold one of the WORK_SLOTS while a photo is decoded and read; Busy when none frees up in BUSY_SECONDS."""
+    if not _work_slots.acquire(timeout=BUSY_SECONDS):
+        raise Busy(f"The demo is busy reading other photos ({WORK_SLOTS} at a time) and this one waited "
+                   f"{BUSY_SECONDS:.0f} s for its turn: try again in a moment.")
+    try:
+        yield
+    finally:
+        _work_slots.release()
+
+
+def check_size(data: bytes, limits: Limits) -> None:
+    """BadUpload unless the bytes are within `limits`, told from the image's header alone."""
+    if len(data) > limits.max_bytes:
+        raise BadUpload(f"The {limits.what} is {len(data) / 1024 / 1024:.1f} MB; the demo takes {limits.what}s of "
+                        f"up to {limits.max_mb:g} MB. Save it smaller (as a JPEG, or scaled down) and try again.")
     if not data:
         raise BadUpload("The upload is empty (0 bytes). Pick a photo file, or take the snapshot again.")
     try:
-        # The size from the header first: a photo over the limit is refused before it takes the memory.
         width, height = images.header_size(data, "upload")
-        if height * width > MAX_PIXELS:
-            raise BadUpload(f"The photo is {width} x {height} pixels ({height * width / 1e6:.0f} megapixels); "
-                            f"the demo takes up to {MAX_PIXELS / 1e6:.0f} megapixels. Scale it down and upload "
-                            "it again.")
-        return images.decode_rgb(data, "upload")
     except images.UnreadableImage as error:
-        raise BadUpload(f"This file is not an image the demo can read: {error.reason}. Upload a photo "
-                        f"({', '.join(UPLOAD_TYPES)}).") from None
+        raise unreadable(error) from None
+    if height * width > limits.max_pixels:
+        raise BadUpload(f"The {limits.what} is {width} x {height} pixels ({height * width / 1e6:.1f} megapixels); "
+                        f"the demo takes up to {limits.max_pixels / 1e6:g} megapixels. Scale it down and try again.")
+
+
+def unreadable(error: images.UnreadableImage) -> BadUpload:
+    return BadUpload(f"This file is not an image the demo can read: {error.reason}. Upload a photo "
+                     f"({', '.join(UPLOAD_TYPES)}).")
+
+
+def read_photo(data: bytes, limits: Limits | None = None) -> np.ndarray:
+    """The uploaded bytes as an RGB uint8 photo of at most READ_SIDE a side, or BadUpload saying what is wrong
+    with them."""
+    check_size(data, limits or PHOTO)
+    try:
+        return images.decode_rgb(data, "upload", max_side=READ_SIDE)
+    except images.UnreadableImage as error:
+        raise unreadable(error) from None
+
+
+@contextlib.contextmanager
+def reading(data: bytes, limits: Limits | None = None):
+    """The uploaded bytes as read_photo's photo, decoded and used inside one of the WORK_SLOTS, held until the
+    block ends: what the photo costs in memory is taken by at most WORK_SLOTS requests at once. Bytes over the
+    limits are refused at once, from the header, without waiting for a slot; Busy when none frees up."""
+    check_size(data, limits or PHOTO)
+    with work_slot():
+        yield read_photo(data, limits)

@@ -28,6 +28,10 @@ Keys (see benchmarks/README.md for the figures measured here):
   personalisation_k<k>_<set>   accuracy on a new signer's other photos after k photos per letter of theirs
                           joined training (benchmarks/personalisation.py: the served variant, which must read
                           hand landmarks alone), mean over the set's signers
+  flood_peak_rss_mib      peak RSS of the demo's server while 20 clients post 40 large images (49 megapixels) to
+                          photo mode and 40 to the live frame endpoint at once (benchmarks/serving_flood.py, a child
+                          process, the served variant's model); flood_unanswered: requests that got neither a
+                          result nor a refusal saying why; flood_outcomes: how each was answered
   scale_linearity         wall time per image of `dvc repro` split..evaluate, every variant (--scale-variants:
                           some), on 4N images over N (the sample), in throwaway copies of the project
                           (--skip-scale leaves it out)
@@ -36,7 +40,7 @@ Params: the hand-landmark figures use the train params of the params.yaml varian
 alone (reader), the backbone figures (exp30, bf16) those of the one that reads the backbone alone (resnet50):
 benchmarks/bench_variants.py picks them by what they read, the served variant first.
 
-Run: make bench   (or: python benchmarks/run.py [--skip-scale] [--images 256])
+Run: make bench   (or: python benchmarks/run.py [--skip-scale] [--images 256]; --flood-only: the serving flood alone)
 """
 import argparse
 import contextlib
@@ -60,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_variants import BACKBONE, LANDMARKS, variant_reading  # noqa: E402
+import serving_flood  # noqa: E402
 SHARED = REPO.parent / "shared"
 SAMPLE = SHARED / "data" / "asl-sample"
 TRAIN_DIR = SAMPLE / "asl_alphabet_train"
@@ -77,6 +82,8 @@ TARGETS = {  # key: (comparison, bound)
     "scale_linearity": ("<=", 1.15),
     "predict_ms_per_image": ("<=", 100),
     "live_page_fps": (">=", 10),
+    "flood_peak_rss_mib": ("<=", 2048),
+    "flood_unanswered": ("<=", 0),
     "personalisation_k1_asl-other-dev": (">=", 0.90),
     "personalisation_k1_asl-webcam-dev": (">=", 0.85),
 }
@@ -416,8 +423,7 @@ def predict(bench: Bench, workdir: Path) -> dict:
     result = {"predict_ms_per_image": median_ms(classifiers["hand_landmarks"], False),
               "predict_ms_per_image_fused": median_ms(classifiers["fused"], False),
               "predict_heatmap_ms_per_image": median_ms(classifiers["fused"], True)}
-    from asl_pipeline.config import project_paths
-    repo_model = project_paths(REPO).variant(repo_params().served).model_files.model
+    repo_model = served_model()
     if repo_model.is_file():  # the model `dvc repro` last trained here (its svm has the sample's support vectors)
         try:
             classifier = inference.load_classifier(repo_model)
@@ -473,11 +479,13 @@ def live_page_fps(bench: Bench, workdir: Path) -> dict:
         frames.append(buffer.getvalue())
     demo = serve.Demo(inference.load_classifier(workdir / "model-hand_landmarks" / "model.keras"))
     demo.on_model_thread(serve.traced, demo.classifier)
-    server = live.LiveServer(live.LiveSessions(demo), "127.0.0.1", page_port=0)
+    pages = live.PageSecrets(os.urandom(32))
+    server = live.LiveServer(live.LiveSessions(demo, pages), "127.0.0.1", 0, serving_flood.PAGE_PORT)
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    page = {"Origin": f"http://127.0.0.1:{serving_flood.PAGE_PORT}", live.PAGE_HEADER: pages.issue()}
 
     def post(path: str, body: bytes | None = None) -> dict:
-        connection.request("POST", path, body=body, headers={"Content-Type": "image/jpeg"})
+        connection.request("POST", path, body=body, headers={**page, "Content-Type": "image/jpeg"})
         response = connection.getresponse()
         answer = json.loads(response.read())
         if response.status != 200:
@@ -708,6 +716,32 @@ def table(results: dict, about: dict) -> str:
     return "\n".join(lines)
 
 
+FLOOD_ABOUT = ("benchmarks/serving_flood.py in a child process, the served variant's model: peak RSS (VmHWM, reset "
+               "after the model is loaded) while 20 client threads send 40 images to Demo.classify (7000 x 7000 flat "
+               "PNG and 49-megapixel JPEG) and 40 to the live frame endpoint over HTTP (the same PNG and a 1920 x 1080 "
+               "JPEG); flood_rss_before_mib: RSS before the flood")
+
+
+def served_model() -> Path:
+    from asl_pipeline.config import project_paths
+    return project_paths(REPO).variant(repo_params().served).model_files.model
+
+
+def flood_only(args, previous: dict, started) -> None:
+    """--flood-only: the serving flood, its figures merged into the results file beside the others."""
+    from asl_pipeline.atomic import write_json
+
+    log("serving flood: 40 large images to each of the demo's paths from 20 clients")
+    results = {key: round(value, 4) if isinstance(value, float) else value
+               for key, value in serving_flood.measure(served_model()).items()}
+    about = {**previous.get("about", {}), "flood": FLOOD_ABOUT, "flood_measured": started.isoformat(timespec="seconds"),
+             "flood_command": "python benchmarks/run.py " + " ".join(sys.argv[1:]), "flood_load_average": os.getloadavg()}
+    kept = {key: value for key, value in previous.items() if not key.startswith("flood_") and key != "about"}
+    write_json(args.output, {**kept, **results, "about": about})
+    print(table(results, about))
+    print(f"written: {args.output}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256, help="sample photos for throughput, bf16, predict")
@@ -723,6 +757,8 @@ def main():
     parser.add_argument("--skip-scale", action="store_true",
                         help="leave out the `dvc repro` scale run (~22 min here); keeps the last scale figures, marked")
     parser.add_argument("--scale-only", action="store_true", help="only the scale run, merged into the results")
+    parser.add_argument("--flood-only", action="store_true",
+                        help="only the serving flood (~2 min here), merged into the results")
     parser.add_argument("--scale-per-class", default="all")
     parser.add_argument("--scale-variants", nargs="+", metavar="NAME",
                         help="the scale run's `dvc repro` trains only these params.yaml variants (default: all of "
@@ -742,6 +778,8 @@ def main():
 
     started = datetime.datetime.now().astimezone()
     previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    if args.flood_only:
+        return flood_only(args, previous, started)
     about = {"date": started.isoformat(timespec="seconds"), "command": "python benchmarks/run.py " +
              " ".join(sys.argv[1:]), "load_average_start": os.getloadavg(),
              "images": args.images, "image_size": args.image_size, "batch_size": args.batch_size,
@@ -792,6 +830,9 @@ def main():
                 about["predict_ms_per_image_repo_model"] = (f"{model_path} of this checkout, the served variant "
                                                             f"(serve.model; {featurizers})")
             results |= memory(args)
+            log("serving flood: 40 large images to each of the demo's paths from 20 clients")
+            results |= serving_flood.measure(served_model())
+            about["flood"] = FLOOD_ABOUT
     carried = []
     if args.skip_personalisation:
         for key, value in previous.items():

@@ -1,6 +1,7 @@
 """benchmarks/run.py's own logic (the measurements themselves run in `make bench`, never here)."""
 import copy
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -112,3 +113,17 @@ def test_the_scale_run_keeps_every_variant_or_the_chosen_ones_with_a_served_one_
     assert raw["variants"] == RAW_PARAMS["variants"]  # the input is left alone
     with pytest.raises(SystemExit, match="readr"):
         bench.scale_variants(raw, ["readr"])
+
+
+def test_the_flood_alone_is_merged_into_the_results_beside_the_other_figures(tmp_path, monkeypatch):
+    output = tmp_path / "results.json"
+    output.write_text(json.dumps({"live_page_fps": 40.5, "flood_peak_rss_mib": 9999.0, "machine": {"cores": 2},
+                                  "about": {"date": "earlier"}}))
+    monkeypatch.setattr(bench.serving_flood, "measure",
+                        lambda model: {"flood_peak_rss_mib": 1234.56789, "flood_unanswered": 0})
+    monkeypatch.setattr(sys, "argv", ["run.py", "--flood-only", "--output", str(output)])
+    bench.main()
+    results = json.loads(output.read_text())
+    assert results["live_page_fps"] == 40.5 and results["machine"] == {"cores": 2}  # the others' figures stay
+    assert results["flood_peak_rss_mib"] == 1234.5679 and results["flood_unanswered"] == 0
+    assert results["about"]["date"] == "earlier" and "serving_flood.py" in results["about"]["flood"]

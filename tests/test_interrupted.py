@@ -93,6 +93,28 @@ def test_write_json_replaces_the_file(tmp_path):
 
 # ---------------------------------------------------------------- what killed writers leave behind
 
+def test_atomic_outputs_get_the_mode_of_ordinary_files(tmp_path):
+    (tmp_path / "ordinary.txt").write_text("x")
+    (tmp_path / "ordinary").mkdir()
+    atomic.write_text(tmp_path / "out.txt", "y")
+    with atomic.atomic_dir(tmp_path / "out") as folder:
+        (folder / "inside.txt").write_text("z")
+
+    def mode(name):
+        return (tmp_path / name).stat().st_mode & 0o777
+
+    assert mode("out.txt") == mode("ordinary.txt") and mode("out") == mode("ordinary")  # not 0600 / 0700
+
+
+def test_a_killed_writers_temporaries_in_a_folder_of_unique_names_are_removed(tmp_path):
+    stale = [tmp_path / ".teach_1.jpg.tmp-ab12cd34.jpg", tmp_path / ".x.tmp-1"]
+    kept = [tmp_path / "teach_1.jpg", tmp_path / "notes.tmp-1", tmp_path / ".hidden"]
+    for path in stale + kept:
+        path.write_bytes(b"")
+    assert atomic.remove_temporaries(tmp_path) == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+
+
 def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     final = tmp_path / "data" / "split"
     previous_dir(final)

@@ -1,10 +1,14 @@
 """The demo page's Spell live mode: the frame endpoint as plain functions and over HTTP, and the page in a real
 headless browser reading a fake camera that plays a video of sample photos spelling CAB."""
+import contextlib
 import http.client
 import io
 import json
 import os
 import re
+import socket
+import stat
+import threading
 import time
 from pathlib import Path
 
@@ -16,11 +20,15 @@ from PIL import Image
 from asl_pipeline import images, live, serve, uploads
 from asl_pipeline.inference import load_classifier
 from helpers import needs_sample
-from test_serve import CHROMIUM, CHROMIUM_ARGS, PROJECT, browser_api, serving  # noqa: F401 (a fixture)
+from test_serve import CHROMIUM, CHROMIUM_ARGS, PROJECT, browser_api, free_port, serving  # noqa: F401 (a fixture)
 from test_spell import WORD, sample_photos, train_landmark_svm, word_signs
 
 SCREENSHOT = PROJECT / "docs" / "live.png"
 CAMERA_FPS = 30  # a webcam's
+PAGES = live.PageSecrets(b"k" * 32)
+PAGE = PAGES.issue()  # the secret a page hands its component
+PAGE_ORIGIN = "http://127.0.0.1:8501"
+FROM_PAGE = {"Origin": PAGE_ORIGIN, live.PAGE_HEADER: PAGE}  # what the page's component sends
 
 
 class Clock:
@@ -53,9 +61,9 @@ def demo(model_file):
 
 @needs_sample
 def test_a_frame_gives_the_letter_the_hand_and_the_text(demo):
-    sessions = live.LiveSessions(demo)
-    session = sessions.open()["session"]
-    answers = [sessions.frame(session, frame) for frame in frames_of("C", 6)]
+    sessions = live.LiveSessions(demo, PAGES)
+    session = sessions.open(PAGE)["session"]
+    answers = [sessions.frame(session, PAGE, frame) for frame in frames_of("C", 6)]
     first = answers[0]
     assert first["label"] == "C" and first["probability"] >= 0.5 and first["hand_found"] is True
     assert (first["width"], first["height"]) == (200, 200)
@@ -67,87 +75,166 @@ def test_a_frame_gives_the_letter_the_hand_and_the_text(demo):
 
 @needs_sample
 def test_each_session_spells_its_own_text_and_clear_starts_over(demo):
-    sessions = live.LiveSessions(demo)
-    first, second = sessions.open()["session"], sessions.open()["session"]
+    sessions = live.LiveSessions(demo, PAGES)
+    tab, other_tab = PAGE, PAGES.issue()  # each browser tab has a secret of its own
+    first, second = sessions.open(tab)["session"], sessions.open(other_tab)["session"]
     assert first != second
     for frame in frames_of("C", 6):
-        sessions.frame(first, frame)
+        sessions.frame(first, tab, frame)
     for frame in frames_of("A", 6):
-        answer = sessions.frame(second, frame)
+        answer = sessions.frame(second, other_tab, frame)
     assert answer["text"] == "A"
-    assert sessions.frame(first, frames_of("nothing", 1)[0])["text"] == "C"
-    assert sessions.clear(first) == {"text": ""}
-    assert sessions.frame(first, frames_of("nothing", 1)[0])["text"] == ""
-    assert sessions.frame(second, frames_of("nothing", 1)[0])["text"] == "A"
+    assert sessions.frame(first, tab, frames_of("nothing", 1)[0])["text"] == "C"
+    assert sessions.clear(first, tab) == {"text": ""}
+    assert sessions.frame(first, tab, frames_of("nothing", 1)[0])["text"] == ""
+    assert sessions.frame(second, other_tab, frames_of("nothing", 1)[0])["text"] == "A"
 
 
 @pytest.mark.parametrize("data, words", [
     (b"", "empty"),
     (b"GET / HTTP/1.1 not a frame", "not an image the demo can read"),
     (jpeg(np.zeros((40, 40, 3), np.uint8))[:100], "not an image the demo can read"),  # cut short
-    (b"\xff" * (serve.MAX_UPLOAD_BYTES + 1), f"up to {serve.MAX_UPLOAD_MB} MB"),
+    (b"\xff" * (uploads.FRAME.max_bytes + 1), "frames of up to 2 MB"),
 ])
 def test_a_bad_frame_is_refused_with_a_message_and_never_reaches_the_model(data, words):
-    sessions = live.LiveSessions(demo=None)  # a frame reaching the model would fail on None
-    session = sessions.open()["session"]
+    sessions = live.LiveSessions(None, PAGES)  # a frame reaching the model would fail on None
+    session = sessions.open(PAGE)["session"]
     with pytest.raises(live.LiveError, match=words) as refused:
-        sessions.frame(session, data)
+        sessions.frame(session, PAGE, data)
     assert refused.value.status == 400
 
 
-def test_a_frame_over_the_pixel_limit_is_refused_from_its_header(monkeypatch):
-    monkeypatch.setattr(uploads, "MAX_PIXELS", 30 * 30)
-    monkeypatch.setattr(serve.images, "decode_rgb", lambda *args: pytest.fail("decoded a refused frame"))
-    sessions = live.LiveSessions(demo=None)
-    with pytest.raises(live.LiveError, match="31 x 30 pixels"):
-        sessions.frame(sessions.open()["session"], jpeg(np.zeros((30, 31, 3), np.uint8)))
+def flat_png(width: int, height: int) -> bytes:
+    """A one-colour PNG: a few hundred kilobytes on the wire, width x height x 3 bytes decoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 10, 10)).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def test_a_frame_larger_than_the_page_sends_is_refused_from_its_header(monkeypatch):
+    # The issue's 7000 x 7000 flat PNG: 160 KB, under the photo limits, about 1 GB if decoded.
+    data = flat_png(7000, 7000)
+    assert len(data) < uploads.FRAME.max_bytes and 7000 * 7000 < uploads.PHOTO.max_pixels
+    monkeypatch.setattr(uploads.images, "decode_rgb", lambda *args, **kwargs: pytest.fail("decoded a refused frame"))
+    sessions = live.LiveSessions(None, PAGES)
+    with pytest.raises(live.LiveError, match="7000 x 7000 pixels.*up to 2.1 megapixels") as refused:
+        sessions.frame(sessions.open(PAGE)["session"], PAGE, data)
+    assert refused.value.status == 400
+
+
+def test_a_frame_waits_for_a_work_slot_and_is_told_the_demo_is_busy(monkeypatch):
+    monkeypatch.setattr(uploads, "BUSY_SECONDS", 0.1)
+    sessions = live.LiveSessions(None, PAGES)
+    session = sessions.open(PAGE)["session"]
+    with contextlib.ExitStack() as taken:
+        for _ in range(uploads.WORK_SLOTS):  # photos being read meanwhile
+            taken.enter_context(uploads.work_slot())
+        with pytest.raises(live.LiveError, match="busy reading other photos") as busy:
+            sessions.frame(session, PAGE, jpeg(np.zeros((20, 20, 3), np.uint8)))
+    assert busy.value.status == 503
+    with pytest.raises(live.LiveError, match="not an image"):  # the slots are free again: read (and refused)
+        sessions.frame(session, PAGE, b"not a jpeg")
 
 
 def test_sessions_are_capped_and_idle_ones_dropped():
     clock = Clock()
-    sessions = live.LiveSessions(demo=None, max_sessions=2, idle_seconds=60, clock=clock)
-    first = sessions.open()["session"]
-    clock.now += 50
-    second = sessions.open()["session"]
+    sessions = live.LiveSessions(None, PAGES, max_sessions=2, idle_seconds=10, clock=clock)
+    tabs = [PAGES.issue() for _ in range(3)]
+    first = sessions.open(tabs[0])["session"]
+    clock.now += 8
+    second = sessions.open(tabs[1])["session"]
     with pytest.raises(live.LiveError, match="2 live pages are open already") as refused:
-        sessions.open()
+        sessions.open(tabs[2])
     assert refused.value.status == 503
-    clock.now += 20  # the first is idle 70 s (its tab closed): dropped, which makes room
-    third = sessions.open()["session"]
+    clock.now += 3  # the first is idle 11 s (its tab closed): dropped, which makes room
+    third = sessions.open(tabs[2])["session"]
     assert len(sessions) == 2
     with pytest.raises(live.LiveError, match="session is over") as over:
-        sessions.clear(first)
+        sessions.clear(first, tabs[0])
     assert over.value.status == 404
-    clock.now += 30
-    assert sessions.clear(second) == {"text": ""}  # a request keeps its session alive
-    clock.now += 45
-    sessions.clear(second)
+    clock.now += 6
+    assert sessions.clear(second, tabs[1]) == {"text": ""}  # a request keeps its session alive
+    clock.now += 6
+    sessions.clear(second, tabs[1])
     assert len(sessions) == 1 and third not in sessions._sessions
+
+
+def test_a_page_holds_one_session_and_closing_it_frees_the_place():
+    sessions = live.LiveSessions(None, PAGES, max_sessions=2)
+    tab, other_tab = PAGES.issue(), PAGES.issue()
+    first = sessions.open(tab)["session"]
+    again = sessions.open(tab)["session"]  # the same page again (a reload of the component): replaces its own
+    assert len(sessions) == 1 and first not in sessions._sessions
+    sessions.open(other_tab)
+    with pytest.raises(live.LiveError, match="session is over"):
+        sessions.close(again, other_tab)  # another page's session is not its to close
+    assert sessions.close(again, tab) == {} and len(sessions) == 1
+    sessions.open(PAGES.issue())  # the place is free at once
+
+
+@pytest.mark.parametrize("secret", ["", "made-up", PAGE.split(".")[0] + ".0123", live.PageSecrets(b"x" * 32).issue(),
+                                    "\u00e9.\u00e9"])
+def test_without_the_pages_secret_no_session_opens(secret):
+    sessions = live.LiveSessions(None, PAGES)
+    with pytest.raises(live.LiveError, match="does not come from the demo's page") as refused:
+        sessions.open(secret)
+    assert refused.value.status == 403 and len(sessions) == 0
+
+
+def test_a_session_answers_only_the_page_that_opened_it():
+    sessions = live.LiveSessions(None, PAGES)
+    session = sessions.open(PAGE)["session"]
+    for page in (PAGES.issue(), "forged"):
+        with pytest.raises(live.LiveError) as refused:
+            sessions.frame(session, page, b"")
+        assert refused.value.status in (403, 404)
+    with pytest.raises(live.LiveError, match="not an image"):
+        sessions.frame(session, PAGE, b"not a jpeg")
 
 
 def test_an_unknown_session_is_told_to_start_again():
     with pytest.raises(live.LiveError, match="page starts a new one"):
-        live.LiveSessions(demo=None).frame("made-up", b"")
+        live.LiveSessions(None, PAGES).frame("made-up", PAGE, b"")
 
 
-@pytest.mark.parametrize("origin, allowed", [
-    ("http://127.0.0.1:8501", True), ("http://localhost:8501", True), ("http://192.168.1.5:8501", True),
-    ("http://127.0.0.1:8502", False), ("https://example.com", False), ("null", False), (None, False),
-    ("http://[::1", False),
+def test_the_page_key_is_made_once_for_this_user_alone(tmp_path):
+    key_file = tmp_path / "cache" / "asl-pipeline" / "live-page-key"
+    key = live.page_key(key_file)
+    assert len(key) == 32 and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert live.page_key(key_file) == key  # the next start: a tab's secret still holds
+    assert live.PageSecrets(live.page_key(key_file)).valid(live.PageSecrets(key).issue())
+    assert [path.name for path in key_file.parent.iterdir()] == ["live-page-key"]
+
+
+@pytest.mark.parametrize("host, origin, allowed", [
+    ("127.0.0.1", "http://127.0.0.1:8501", True), ("127.0.0.1", "http://localhost:8501", True),
+    ("127.0.0.1", "http://[::1]:8501", True), ("192.168.1.5", "http://192.168.1.5:8501", True),
+    ("127.0.0.1", "http://192.168.1.5:8501", False), ("127.0.0.1", "http://127.0.0.1:8502", False),
+    ("127.0.0.1", "http://evil.example:8501", False), ("127.0.0.1", "https://127.0.0.1:8501", False),
+    ("127.0.0.1", "http://127.0.0.1:8501.evil.example", False), ("127.0.0.1", "null", False),
+    ("0.0.0.0", "http://evil.example:8501", False),
 ])
-def test_only_the_demo_page_may_post_from_the_browser(origin, allowed):
-    assert live.allowed_origin(origin, 8501) == (origin if allowed else None)
+def test_only_the_demo_pages_exact_origin_is_allowed(host, origin, allowed):
+    assert (origin in live.page_origins(host, 8501)) == allowed
+
+
+@contextlib.contextmanager
+def live_endpoint(demo, **server):
+    endpoint = live.LiveServer(live.LiveSessions(demo, PAGES), "127.0.0.1", 0, page_port=8501, **server)
+    try:
+        yield endpoint
+    finally:
+        endpoint.close()
 
 
 @pytest.fixture
 def live_server(demo):
-    server = live.LiveServer(live.LiveSessions(demo), "127.0.0.1", page_port=8501)
-    yield server
-    server.close()
+    with live_endpoint(demo) as server:
+        yield server
 
 
-def request(connection, path: str, body: bytes | None = None, headers=None):
-    connection.request("POST", path, body=body, headers=headers or {})
+def request(connection, path: str, body: bytes | None = None, headers=None, method="POST"):
+    connection.request(method, path, body=body, headers=FROM_PAGE if headers is None else headers)
     response = connection.getresponse()
     return response.status, json.loads(response.read() or b"null"), response
 
@@ -155,54 +242,131 @@ def request(connection, path: str, body: bytes | None = None, headers=None):
 @needs_sample
 def test_the_endpoint_over_http(live_server):
     connection = http.client.HTTPConnection("127.0.0.1", live_server.port, timeout=30)
-    page = {"Origin": "http://127.0.0.1:8501"}
-    status, answer, response = request(connection, "/session", headers=page)
-    assert status == 200 and response.getheader("Access-Control-Allow-Origin") == "http://127.0.0.1:8501"
+    status, answer, response = request(connection, "/session")
+    assert status == 200 and response.getheader("Access-Control-Allow-Origin") == PAGE_ORIGIN
     session = answer["session"]
     for frame in frames_of("B", 6):  # one keep-alive connection, as the browser's
-        status, answer, _ = request(connection, f"/frame?session={session}", frame, {"Content-Type": "image/jpeg"})
+        status, answer, _ = request(connection, f"/frame?session={session}", frame,
+                                    {**FROM_PAGE, "Content-Type": "image/jpeg"})
     assert status == 200 and answer["label"] == "B" and answer["text"] == "B"
     status, answer, _ = request(connection, f"/frame?session={session}", b"not a jpeg")
     assert status == 400 and "not an image" in answer["error"]
     status, answer, _ = request(connection, "/frame?session=made-up", frames_of("B", 1)[0])
     assert status == 404 and "new one" in answer["error"]
-    status, answer, response = request(connection, "/nowhere", headers={"Origin": "https://example.com"})
+    status, answer, response = request(connection, "/nowhere")
     assert status == 404 and "/frame" in answer["error"]
-    assert response.getheader("Access-Control-Allow-Origin") is None
-    connection.request("OPTIONS", "/frame", headers=page)  # the browser's preflight
-    preflight = connection.getresponse()
-    preflight.read()
-    assert preflight.status == 204 and "Content-Type" in preflight.getheader("Access-Control-Allow-Headers")
+    status, _, preflight = request(connection, "/frame", method="OPTIONS", headers={"Origin": PAGE_ORIGIN})
+    assert status == 204 and live.PAGE_HEADER in preflight.getheader("Access-Control-Allow-Headers")
+    assert request(connection, f"/close?session={session}")[0] == 200
+    assert request(connection, f"/frame?session={session}", frames_of("B", 1)[0])[0] == 404
+
+
+@pytest.mark.parametrize("headers", [
+    {},  # curl, or a script on this machine
+    {"Origin": "http://evil.example:8501"},  # another site's page, on the page's port
+    {"Origin": "http://evil.example:8501", live.PAGE_HEADER: PAGE},  # ...even with the page's secret
+    {"Origin": PAGE_ORIGIN},  # a no-cors fetch: the page's origin cannot be forged by a browser, nor a header sent
+    {"Origin": PAGE_ORIGIN, live.PAGE_HEADER: "guessed." + "0" * 64},
+])
+def test_a_request_not_from_the_page_opens_nothing_and_its_answer_is_unreadable(headers):
+    with live_endpoint(None) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        for _ in range(live.MAX_SESSIONS + 1):  # the issue's lock-out: every place filled from elsewhere
+            status, answer, response = request(connection, "/session", headers=headers)
+            assert status == 403 and "session" not in answer
+            if headers.get("Origin") != PAGE_ORIGIN:
+                assert response.getheader("Access-Control-Allow-Origin") is None
+        assert len(server.sessions) == 0
+        assert request(connection, "/session")[0] == 200  # the real page still gets its place
+
+
+def test_a_preflight_from_another_origin_is_not_allowed():
+    with live_endpoint(None) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        for origin in ("http://evil.example:8501", "http://127.0.0.1:9999", "null"):
+            _, _, response = request(connection, "/session", method="OPTIONS", headers={"Origin": origin})
+            assert response.getheader("Access-Control-Allow-Origin") is None
 
 
 def test_an_oversize_frame_is_refused_before_it_is_read():
-    server = live.LiveServer(live.LiveSessions(demo=None), "127.0.0.1", page_port=8501)
-    try:
+    with live_endpoint(None) as server:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         session = request(connection, "/session")[1]["session"]
         # Only the header is sent: the answer comes without the server waiting for 2 GB.
         connection.putrequest("POST", f"/frame?session={session}")
-        connection.putheader("Content-Length", str(2 * 1024 ** 3))
+        for name, value in {**FROM_PAGE, "Content-Length": str(2 * 1024 ** 3)}.items():
+            connection.putheader(name, value)
         connection.endheaders()
         response = connection.getresponse()
-        assert response.status == 413 and f"up to {serve.MAX_UPLOAD_MB} MB" in json.loads(response.read())["error"]
-    finally:
-        server.close()
+        assert response.status == 413 and "frames of up to 2 MB" in json.loads(response.read())["error"]
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Everything the server sends back to `data` until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(data)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_chunked_body_is_refused_and_never_read_as_the_next_request():
+    with live_endpoint(None) as server:
+        headers = "".join(f"{name}: {value}\r\n" for name, value in FROM_PAGE.items())
+        smuggled = b"POST /session HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in FROM_PAGE.items()).encode()
+        chunk = smuggled + b"Content-Length: 0\r\n\r\n"
+        request_bytes = (f"POST /session HTTP/1.1\r\nHost: x\r\n{headers}Transfer-Encoding: chunked\r\n\r\n"
+                         .encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk))
+        answer = raw_exchange(server.port, request_bytes)
+        assert answer.startswith(b"HTTP/1.1 411") and answer.count(b"HTTP/1.1") == 1
+        assert len(server.sessions) == 0
+
+
+def test_connections_are_bounded_and_idle_ones_closed(monkeypatch):
+    monkeypatch.setattr(live, "CONNECTION_TIMEOUT", 0.5)
+    with live_endpoint(None, max_connections=2) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+        try:
+            # Every place is taken by a client that sends nothing (connections are accepted in order).
+            assert raw_exchange(server.port, b"").startswith(b"HTTP/1.1 503")  # one more: told at once
+            for client in idle:  # the idle ones are closed after the timeout, freeing their places
+                assert client.recv(1) == b""
+        finally:
+            for client in idle:
+                client.close()
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        assert request(connection, "/session")[0] == 200
+
+
+def test_a_client_that_leaves_mid_request_is_one_line_in_the_log(capfd):
+    with live_endpoint(None) as server:
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+                client.sendall(b"POST /session HTTP/1.1\r\nContent-Length: 100000\r\n\r\npart of a frame")
+                # Reset, not closed: the server's answer meets a connection that is gone.
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except BrokenPipeError:
+            server._server.handle_error(None, ("127.0.0.1", 50000))
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        assert request(connection, "/session")[0] == 200  # still serving
+    lines = capfd.readouterr().err.splitlines()
+    assert "live: a client at 127.0.0.1:50000 left mid-request (BrokenPipeError)" in lines
+    assert all(re.fullmatch(r"live: a client at 127\.0\.0\.1:\d+ left mid-request \(\w+\)", line) for line in lines)
 
 
 def test_answers_are_not_held_back_for_the_clients_acknowledgement():
     # Headers and body leave in two writes: with Nagle's algorithm on, each answer waits ~40 ms for the
     # client's delayed ACK, which alone would hold the page under 25 frames a second.
-    server = live.LiveServer(live.LiveSessions(demo=None), "127.0.0.1", page_port=8501)
-    try:
+    with live_endpoint(None) as server:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         session = request(connection, "/session")[1]["session"]
         start = time.perf_counter()
         for _ in range(20):
             assert request(connection, f"/frame?session={session}", b"not a jpeg")[0] == 400
         assert (time.perf_counter() - start) / 20 < 0.02
-    finally:
-        server.close()
 
 
 def test_a_failing_model_answers_an_error_and_the_endpoint_keeps_serving():
@@ -212,22 +376,31 @@ def test_a_failing_model_answers_an_error_and_the_endpoint_keeps_serving():
         def analyse(self, photo, with_heatmaps):
             raise RuntimeError("the model fell over")
 
-    server = live.LiveServer(live.LiveSessions(Broken()), "127.0.0.1", page_port=8501)
-    try:
+    with live_endpoint(Broken()) as server:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         session = request(connection, "/session")[1]["session"]
         frame = jpeg(np.zeros((20, 20, 3), np.uint8))
         for _ in range(2):
             status, answer, _ = request(connection, f"/frame?session={session}", frame)
             assert status == 500 and "the model fell over" in answer["error"]
-    finally:
-        server.close()
 
 
-def test_the_component_is_configured_with_the_endpoint_and_the_skeleton():
-    page = live.component_html(43210)
+def test_a_stopping_demo_answers_that_it_is_stopping_not_an_internal_error(demo):
+    stopping = serve.Demo(demo.classifier)
+    stopping.stop()  # what serve does once Streamlit has stopped; the endpoint may still get frames
+    with live_endpoint(stopping) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        session = request(connection, "/session")[1]["session"]
+        status, answer, _ = request(connection, f"/frame?session={session}", jpeg(np.zeros((20, 20, 3), np.uint8)))
+    assert status == 503 and "stopping" in answer["error"]
+    assert "Error" not in answer["error"] and "futures" not in answer["error"]
+
+
+def test_the_component_is_configured_with_the_endpoint_the_secret_and_the_skeleton():
+    page = live.component_html(43210, PAGE)
     config = json.loads(re.search(r"const CONFIG = (\{.*\});", page).group(1))
     assert config["port"] == 43210 and config["fps"] == live.SPELL_FPS
+    assert config["secret"] == PAGE and config["header"] == live.PAGE_HEADER
     assert [tuple(pair) for pair in config["connections"]] == list(live.drawing.HAND_CONNECTIONS)
     assert "/*CONFIG*/" not in page
 
@@ -249,6 +422,16 @@ def write_y4m(path: Path, signs, repeat: int, fps: int = CAMERA_FPS) -> Path:
     return path
 
 
+def fake_camera_spelling_cab(folder: Path) -> list:
+    """Chromium's arguments for a camera that plays sample photos spelling CAB, the prompt for it accepted.
+
+    Letters held 1.5 s, 0.9 s of `nothing` between: slack for a machine slower than 10 frames a second. Each
+    photo stays 0.3 s, as a hand would: the skeleton, a frame behind the picture, still fits it."""
+    camera = write_y4m(folder / "cab.y4m", word_signs(WORD, hold=5, pause=3), repeat=CAMERA_FPS * 3 // 10)
+    return ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}"]
+
+
 def open_live_mode(page, url: str):
     """The page in Spell live mode; the live component's frame."""
     page.goto(url)
@@ -259,11 +442,7 @@ def open_live_mode(page, url: str):
 @pytest.mark.slow
 @needs_sample
 def test_spell_live_in_a_real_browser_spells_cab_from_a_fake_camera(browser_api, model_file, tmp_path):
-    # Letters held 1.5 s, 0.9 s of `nothing` between: slack for a machine slower than 10 frames a second.
-    # Each photo stays 0.3 s, as a hand would: the skeleton, a frame behind the picture, still fits it.
-    camera = write_y4m(tmp_path / "cab.y4m", word_signs(WORD, hold=5, pause=3), repeat=CAMERA_FPS * 3 // 10)
-    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                   f"--use-file-for-fake-video-capture={camera}"]
+    fake_camera = fake_camera_spelling_cab(tmp_path)
     with serving(model_file, tmp_path / "my-hand") as url, browser_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
         try:
@@ -283,6 +462,87 @@ def test_spell_live_in_a_real_browser_spells_cab_from_a_fake_camera(browser_api,
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
             component.get_by_role("button", name="Clear").click()
             browser_api.expect(text).not_to_contain_text(WORD, timeout=10_000)
+        finally:
+            browser.close()
+
+
+# Another site open in the same browser: it posts to the live endpoint as any page can, no-cors (the request
+# goes, the answer stays unreadable) and with CORS (the browser asks first, and is told no).
+HOSTILE_PAGE = """<script>
+window.attack = (async () => {
+  const endpoint = "http://127.0.0.1:LIVE_PORT/session", result = {noCors: [], cors: null};
+  for (let i = 0; i < 9; i++) {
+    const response = await fetch(endpoint, {method: "POST", mode: "no-cors"});
+    result.noCors.push(response.type);
+  }
+  try {
+    const response = await fetch(endpoint, {method: "POST", headers: {"X-Live-Page": "guessed.0"}});
+    result.cors = await response.text();
+  } catch (error) {
+    result.cors = `refused: ${error.name}`;
+  }
+  return result;
+})();
+</script>"""
+
+
+@contextlib.contextmanager
+def static_site(folder: Path):
+    """http://127.0.0.1:<port> serving `folder`: a site of another origin than the demo's."""
+    import functools
+    import http.server
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def messages_seen(component) -> list:
+    """Every message the live component has shown so far (recorded from the call of watch_messages on)."""
+    return component.locator("body").evaluate("() => window.seenMessages")
+
+
+def watch_messages(component) -> None:
+    component.locator("body").evaluate("""() => {
+        window.seenMessages = [];
+        new MutationObserver(() => window.seenMessages.push(document.getElementById("message").textContent))
+            .observe(document.getElementById("message"), {childList: true, characterData: true, subtree: true});
+    }""")
+
+
+@pytest.mark.slow
+@needs_sample
+def test_spell_live_outlasts_a_hostile_page_and_a_restart_of_the_demo(browser_api, model_file, tmp_path):
+    fake_camera = fake_camera_spelling_cab(tmp_path)
+    port, live_port = free_port(), free_port()
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text(HOSTILE_PAGE.replace("LIVE_PORT", str(live_port)))
+    with browser_api.sync_playwright() as playwright, static_site(tmp_path / "site") as hostile_site:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
+        try:
+            with serving(model_file, tmp_path / "my-hand", port, live_port) as url:
+                hostile = browser.new_page()
+                hostile.goto(hostile_site)
+                attack = hostile.evaluate("() => window.attack")
+                assert attack == {"noCors": ["opaque"] * 9, "cors": "refused: TypeError"}  # nothing read
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                component = open_live_mode(page, url)
+                text = component.locator("#text")
+                browser_api.expect(text).to_contain_text(WORD, timeout=90_000)  # not locked out
+                watch_messages(component)
+            # The demo stopped (as with Ctrl-C): the tab says so, and carries on once it is started again.
+            browser_api.expect(component.get_by_role("alert")).to_contain_text("does not answer", timeout=30_000)
+            with serving(model_file, tmp_path / "my-hand", port, live_port):
+                browser_api.expect(component.locator("#note")).to_contain_text("Reconnected", timeout=120_000)
+                browser_api.expect(text).not_to_contain_text(WORD, timeout=10_000)  # a new session: text over
+                browser_api.expect(text).to_contain_text(WORD, timeout=90_000)
+            seen = messages_seen(component)
+            assert not [message for message in seen if "Error" in message or "futures" in message], seen
         finally:
             browser.close()
 

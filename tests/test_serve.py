@@ -9,6 +9,7 @@ import queue
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from asl_pipeline import cli, images, serve, uploads
+from asl_pipeline import cli, images, serve, teach, uploads
 from asl_pipeline.config import HandsParams, ModelFiles
 from asl_pipeline.featurizers import FeatureSpec
 from asl_pipeline.inference import load_classifier
@@ -114,7 +115,7 @@ BAD_UPLOADS = [
     (b"", "empty"),
     (b"hello, this is a text file", "not an image"),
     (encoded(noise(40, 40), "JPEG")[:200], "not an image"),  # truncated
-    (b"\xff" * (serve.MAX_UPLOAD_BYTES + 1), f"up to {serve.MAX_UPLOAD_MB} MB"),
+    (b"\xff" * (uploads.MAX_UPLOAD_BYTES + 1), f"up to {serve.MAX_UPLOAD_MB} MB"),
 ]
 
 
@@ -126,9 +127,57 @@ def test_bad_upload_gets_a_message_and_the_demo_keeps_serving(backbone_demo, dat
 
 
 def test_too_many_pixels_is_rejected(backbone_demo, monkeypatch):
-    monkeypatch.setattr(uploads, "MAX_PIXELS", 30 * 30)
+    monkeypatch.setattr(uploads, "PHOTO", uploads.Limits("photo", uploads.MAX_UPLOAD_MB, 30 * 30))
     answer = backbone_demo.classify(encoded(noise(31, 30)))
     assert isinstance(answer, serve.Rejection) and "31 pixels" in answer.message
+
+
+def test_a_large_photo_is_read_scaled_down_to_the_read_side(backbone_demo, monkeypatch):
+    read = []
+    monkeypatch.setattr(backbone_demo, "analyse", lambda photo, with_heatmaps=True: read.append(photo.shape))
+    monkeypatch.setattr(serve, "prediction", lambda *args: None)
+    for kind in ("JPEG", "PNG"):
+        backbone_demo.classify(encoded(gradient(3000, 4500), kind))
+    assert read == [(1365, uploads.READ_SIDE, 3)] * 2
+
+
+def counting_calls(function):
+    """(function wrapped, its counts): calls, and the most running at once. Each call waits 50 ms first, long
+    enough for the other threads to pile up behind it."""
+    counts, counting = {"calls": 0, "running": 0, "most": 0}, threading.Lock()
+
+    def counted(*args, **kwargs):
+        with counting:
+            counts["calls"] += 1
+            counts["running"] += 1
+            counts["most"] = max(counts["most"], counts["running"])
+        time.sleep(0.05)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with counting:
+                counts["running"] -= 1
+
+    return counted, counts
+
+
+def test_no_more_photos_are_read_at_once_than_the_work_slots(backbone_demo, monkeypatch):
+    counted, counts = counting_calls(images.decode_rgb)
+    monkeypatch.setattr(images, "decode_rgb", counted)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(backbone_demo.classify, [encoded(noise(30, 40, seed=i)) for i in range(8)]))
+    assert all(isinstance(answer, serve.Prediction) for answer in answers)
+    assert counts["calls"] == 8 and counts["most"] == uploads.WORK_SLOTS
+
+
+def test_a_photo_that_waits_too_long_for_a_slot_is_told_the_demo_is_busy(backbone_demo, monkeypatch):
+    monkeypatch.setattr(uploads, "BUSY_SECONDS", 0.1)
+    with contextlib.ExitStack() as taken:
+        for _ in range(uploads.WORK_SLOTS):
+            taken.enter_context(uploads.work_slot())
+        answer = backbone_demo.classify(encoded(noise(20, 20)))
+    assert isinstance(answer, serve.Rejection) and "busy" in answer.message and "try again" in answer.message
+    assert isinstance(backbone_demo.classify(encoded(noise(20, 20))), serve.Prediction)
 
 
 def peak_rss_mib() -> float:
@@ -142,39 +191,25 @@ def test_a_huge_flat_png_is_refused_from_its_header_without_decoding(tmp_path, m
     Image.new("1", (12_000, 12_000)).save(buffer, "PNG", optimize=True)  # 18 MB in memory for a moment
     data = buffer.getvalue()
     assert len(data) < 100_000  # small on disk: the upload limit does not stop it; 430 MB decoded as RGB
-    monkeypatch.setattr(serve.images, "decode_rgb", lambda *args: pytest.fail("decoded a refused photo"))
+    monkeypatch.setattr(images, "decode_rgb", lambda *args, **kwargs: pytest.fail("decoded a refused photo"))
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: restart the peak RSS count from here
     except OSError:
         pytest.skip("the peak memory of this process cannot be reset here (needs Linux /proc)")
     before = peak_rss_mib()
     with pytest.raises(serve.BadUpload, match="12000 x 12000 pixels"):
-        serve.read_photo(data)
+        uploads.read_photo(data)
     assert peak_rss_mib() - before < 50  # decoding it peaks 1.6 GB higher here
 
 
 def test_eight_simultaneous_requests_share_one_model_one_call_at_a_time(backbone_demo, monkeypatch):
     photos = [encoded(noise(30 + i, 40, seed=i)) for i in range(8)]
     alone = [backbone_demo.classify(photo) for photo in photos]
-    running, most_running, calls, counting = [0], [0], [0], threading.Lock()
-    analyse = backbone_demo.classifier.analyse
-
-    def counted(*args, **kwargs):
-        with counting:
-            running[0] += 1
-            calls[0] += 1
-            most_running[0] = max(most_running[0], running[0])
-        time.sleep(0.05)  # long enough for the other threads to pile up behind this call
-        try:
-            return analyse(*args, **kwargs)
-        finally:
-            with counting:
-                running[0] -= 1
-
+    counted, counts = counting_calls(backbone_demo.classifier.analyse)
     monkeypatch.setattr(backbone_demo.classifier, "analyse", counted)
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         together = list(pool.map(backbone_demo.classify, photos))
-    assert calls[0] == 8 and most_running[0] == 1
+    assert counts["calls"] == 8 and counts["most"] == 1
     for one, other in zip(alone, together):
         assert one.label == other.label
         np.testing.assert_allclose([p for _, p in one.ranked], [p for _, p in other.ranked], rtol=1e-5)
@@ -214,63 +249,153 @@ def teach_demo(backbone_demo, tmp_path):
 
 def test_teach_saves_a_new_jpeg_in_the_letter_folder_and_reads_it(teach_demo):
     photo = gradient(48, 64)
-    answer = teach_demo.teach(encoded(photo, "PNG"), "B")
-    assert isinstance(answer, serve.Taught)
-    assert answer.path.parent == teach_demo.teach_dir / "B" and TEACH_NAME.fullmatch(answer.path.name)
-    assert files_under(teach_demo.teach_dir) == [answer.path]
-    with Image.open(answer.path) as saved:
+    answer = teach_demo.teach([("my B.png", encoded(photo, "PNG"))], "B")
+    assert isinstance(answer, serve.Taught) and answer.label == "B"
+    [(name, path, reading)] = answer.saved
+    assert name == "my B.png" and path.parent == teach_demo.teach_dir / "B" and TEACH_NAME.fullmatch(path.name)
+    assert files_under(teach_demo.teach_dir) == [path]
+    with Image.open(path) as saved:
         assert saved.format == "JPEG" and saved.size == (64, 48) and not saved.info.get("exif")
-    pixels = images.load_rgb(answer.path)
+    pixels = images.load_rgb(path)
     assert np.abs(pixels.astype(int) - photo).mean() < 3
     expected = teach_demo.classify(encoded(pixels))  # the saved JPEG's pixels, the ones training reads
-    assert answer.reading.label == expected.label
-    np.testing.assert_allclose([p for _, p in answer.reading.ranked], [p for _, p in expected.ranked], rtol=1e-5)
+    assert reading.label == expected.label
+    np.testing.assert_allclose([p for _, p in reading.ranked], [p for _, p in expected.ranked], rtol=1e-5)
     assert teach_demo.teach_counts() == {"A": 0, "B": 1, "C": 0}
 
 
+def jpeg_with_metadata(rgb: np.ndarray, orientation: int = 1, **options) -> bytes:
+    """A JPEG as a phone writes one: EXIF with the maker and GPS position, a comment."""
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"
+    exif[0x0112] = orientation
+    exif.get_ifd(0x8825)[2] = (51.0, 30.0, 0.0)  # GPS latitude
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", exif=exif, comment=b"at home", **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("orientation, options", [(1, {"quality": 90}), (6, {"quality": 90}),
+                                                  (1, {"quality": 95, "progressive": True})])
+def test_teach_keeps_an_uploaded_jpegs_own_pixels_without_its_metadata(teach_demo, orientation, options):
+    data = jpeg_with_metadata(noise(60, 80), orientation, **options)
+    [(_, path, _)] = teach_demo.teach([("phone.jpg", data + b"trailing bytes")], "A").saved
+    stored = path.read_bytes()
+    assert len(stored) < len(data)  # never inflated by re-encoding
+    for private in (b"PhoneMaker", b"at home", b"trailing"):
+        assert private not in stored
+    with Image.open(path) as saved:
+        assert saved.getexif().get(0x0112, 1) == orientation and 0x8825 not in saved.getexif()
+    np.testing.assert_array_equal(images.load_rgb(path), images.decode_rgb(data))  # the same pixels, same way up
+
+
+def test_teach_does_not_inflate_a_noise_jpeg(teach_demo):
+    data = encoded(noise(900, 1200), "JPEG")  # noise: a re-encoding at quality 95 would be far larger
+    [(_, path, _)] = teach_demo.teach([("noise.jpg", data)], "C").saved
+    assert path.stat().st_size <= len(data)
+
+
+def test_saved_photos_have_the_file_mode_of_other_files(teach_demo, tmp_path):
+    [(_, path, _)] = teach_demo.teach([("a.png", encoded(gradient(20, 20)))], "A").saved
+    (tmp_path / "other.jpg").write_bytes(b"")
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "other.jpg").stat().st_mode)
+
+
 @pytest.mark.parametrize("label", ["D", "b", "", "../x", "A/../../b", "/tmp/x", ".."])
-def test_teach_label_must_be_one_of_the_models_classes(tmp_path, label):
-    folder = tmp_path / "my-hand"
-    (folder / "D").mkdir(parents=True)  # a folder on disk does not make a class
+def test_teach_label_must_be_one_of_the_models_classes(teach_demo, tmp_path, label):
+    (teach_demo.teach_dir / "D").mkdir(parents=True)  # a folder on disk does not make a class
+    answer = teach_demo.teach([("a.png", encoded(gradient(20, 20)))], label)
+    assert isinstance(answer, serve.Rejection) and "not one of the model's classes" in answer.message
     with pytest.raises(serve.BadUpload, match="not one of the model's classes"):
-        serve.save_teach_photo(encoded(gradient(20, 20)), label, CLASSES, folder)
+        teach.save([b"bytes"], label, CLASSES, teach_demo.teach_dir)
     assert files_under(tmp_path) == []
 
 
 @pytest.mark.parametrize("data, words", BAD_UPLOADS)
 def test_teach_refuses_what_classify_refuses_and_saves_nothing(teach_demo, data, words):
-    answer = teach_demo.teach(data, "A")
-    assert isinstance(answer, serve.Rejection) and words in answer.message
+    answer = teach_demo.teach([("bad.jpg", data)], "A")
+    assert isinstance(answer, serve.Rejection) and words in answer.message and "bad.jpg" in answer.message
     assert files_under(teach_demo.teach_dir.parent) == []
 
 
-def test_teach_refuses_too_many_pixels(tmp_path, monkeypatch):
-    monkeypatch.setattr(uploads, "MAX_PIXELS", 30 * 30)
-    with pytest.raises(serve.BadUpload, match="31 pixels"):
-        serve.save_teach_photo(encoded(gradient(31, 30)), "A", CLASSES, tmp_path)
-    assert files_under(tmp_path) == []
+def test_teach_refuses_too_many_pixels(teach_demo, monkeypatch):
+    monkeypatch.setattr(uploads, "PHOTO", uploads.Limits("photo", uploads.MAX_UPLOAD_MB, 30 * 30))
+    answer = teach_demo.teach([("big.png", encoded(gradient(31, 30)))], "A")
+    assert isinstance(answer, serve.Rejection) and "31 pixels" in answer.message
+    assert files_under(teach_demo.teach_dir.parent) == []
+
+
+def test_several_photos_are_saved_all_or_none(teach_demo):
+    good = [(f"good{i}.png", encoded(gradient(20 + i, 20))) for i in range(3)]
+    answer = teach_demo.teach(good[:2] + [("broken.jpg", b"not a photo")] + good[2:], "A")
+    assert isinstance(answer, serve.Rejection)
+    assert "Nothing was saved" in answer.message and "1 of the 4 photos" in answer.message
+    assert "broken.jpg" in answer.message and "good0" not in answer.message
+    assert files_under(teach_demo.teach_dir.parent) == []
+    answer = teach_demo.teach(good, "A")
+    assert [name for name, _, _ in answer.saved] == [name for name, _ in good]
+    assert len(files_under(teach_demo.teach_dir)) == 3 and teach_demo.teach_counts()["A"] == 3
+
+
+def test_nothing_to_save_says_so(teach_demo):
+    answer = teach_demo.teach([], "A")
+    assert isinstance(answer, serve.Rejection) and "Nothing to save yet" in answer.message
+
+
+def test_a_save_over_its_limit_saves_nothing(teach_demo, monkeypatch):
+    monkeypatch.setattr(teach, "SAVE_LIMIT_MB", 0.01)  # 10 KB
+    photos = [(f"n{i}.jpg", encoded(noise(40, 60, seed=i), "JPEG")) for i in range(5)]  # 3-4 KB each
+    answer = teach_demo.teach(photos, "B")
+    assert isinstance(answer, serve.Rejection) and "one save takes up to" in answer.message
+    assert files_under(teach_demo.teach_dir.parent) == []
+    assert isinstance(teach_demo.teach(photos[:2], "B"), serve.Taught)
+
+
+def test_a_full_teach_folder_saves_nothing_and_says_what_to_do(teach_demo, monkeypatch):
+    monkeypatch.setattr(teach, "FOLDER_LIMIT_MB", 0.05)  # 50 KB
+    (teach_demo.teach_dir / "A").mkdir(parents=True)
+    (teach_demo.teach_dir / "A" / "dropped-in.jpg").write_bytes(bytes(50_000))
+    answer = teach_demo.teach([("n.jpg", encoded(noise(60, 80), "JPEG"))], "B")
+    assert isinstance(answer, serve.Rejection)
+    assert str(teach_demo.teach_dir) in answer.message and "--teach-dir" in answer.message
+    assert files_under(teach_demo.teach_dir / "B") == []
 
 
 def test_two_photos_in_the_same_second_get_distinct_names(tmp_path):
     moment = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
-    first, second = serve.teach_file_name(moment), serve.teach_file_name(moment)
+    first, second = teach.file_name(moment), teach.file_name(moment)
     assert first != second and first.startswith("teach_20250102T030405Z_") and TEACH_NAME.fullmatch(second)
-    data = encoded(gradient(20, 20))
-    saved = {serve.save_teach_photo(data, "C", CLASSES, tmp_path) for _ in range(2)}
-    assert len(saved) == 2 and files_under(tmp_path) == sorted(saved)
+    saved = teach.save([b"one", b"two"], "C", CLASSES, tmp_path)
+    assert len(set(saved)) == 2 and files_under(tmp_path) == sorted(saved)
 
 
 def test_failed_save_leaves_no_partial_file(teach_demo, monkeypatch):
-    def half_written(image, target, *args, **kwargs):
-        Path(target).write_bytes(b"\xff\xd8 half a JPEG")
-        raise OSError(28, "No space left on device")
+    write_bytes, written = Path.write_bytes, []
 
-    data = encoded(gradient(20, 20))
-    monkeypatch.setattr(Image.Image, "save", half_written)
-    answer = teach_demo.teach(data, "A")
-    assert isinstance(answer, serve.Rejection)
+    def second_fails(path, data):
+        if written:
+            Path(path).write_text("half a JPEG")
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", second_fails)
+    answer = teach_demo.teach([("one.png", encoded(gradient(20, 20))), ("two.png", encoded(gradient(21, 20)))], "A")
+    assert isinstance(answer, serve.Rejection) and written
     assert "No space left on device" in answer.message and "--teach-dir" in answer.message
-    assert files_under(teach_demo.teach_dir) == []  # hidden temporaries included
+    assert files_under(teach_demo.teach_dir) == []  # hidden temporaries included, the first photo's too
+
+
+def test_a_killed_saves_temporaries_are_removed_at_start_up(backbone_demo, tmp_path):
+    folder = tmp_path / "my-hand"
+    (folder / "A").mkdir(parents=True)
+    stale = folder / "A" / ".teach_20250102T030405Z_0a1b2c3d.jpg.tmp-9f8e7d6c.jpg"  # SIGKILL mid-write
+    stale.write_bytes(b"\xff\xd8 half")
+    photo, notes = folder / "A" / "photo.jpg", folder / "notes.tmp-1"
+    photo.write_bytes(b"")
+    notes.write_bytes(b"")
+    serve.Demo(backbone_demo.classifier, folder)
+    assert files_under(folder) == sorted([photo, notes])
 
 
 def test_teach_counts_count_photos_per_class(tmp_path):
@@ -278,10 +403,29 @@ def test_teach_counts_count_photos_per_class(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "B").mkdir()
-    assert serve.teach_counts(tmp_path, CLASSES) == {"A": 2, "B": 0, "C": 0}
-    assert serve.teach_counts(tmp_path / "absent", CLASSES) == {"A": 0, "B": 0, "C": 0}
+    assert teach.counts(tmp_path, CLASSES) == {"A": 2, "B": 0, "C": 0}
+    assert teach.counts(tmp_path / "absent", CLASSES) == {"A": 0, "B": 0, "C": 0}
     line = serve.counts_line({"A": 2, "B": 0, "C": 0})
     assert "**A** 2 · **B** 0 · **C** 0" in line and "No photo yet: B, C" in line
+
+
+@needs_hand_model
+@pytest.mark.parametrize("photo", [np.full((120, 160, 3), 128, np.uint8), noise(4, 4)], ids=["blank", "4x4"])
+def test_teach_refuses_a_photo_without_a_hand(hands_model, tmp_path, photo):
+    demo = serve.Demo(load_classifier(hands_model), tmp_path / "my-hand")
+    answer = demo.teach([("hand.jpg", (SAMPLES / "A_test.jpg").read_bytes()), ("not-a-hand.png", encoded(photo))], "A")
+    assert isinstance(answer, serve.Rejection)
+    assert "not-a-hand.png: No hand found" in answer.message and "Nothing was saved" in answer.message
+    assert files_under(tmp_path) == []
+    assert isinstance(demo.teach([("hand.jpg", (SAMPLES / "A_test.jpg").read_bytes())], "A"), serve.Taught)
+
+
+def test_file_names_are_shown_as_text_not_markdown():
+    markdown_it = pytest.importorskip("markdown_it")
+    name = "![t](http://127.0.0.1:8777/track.png).jpg **bold** $x$ <img src=x> [a](b)"
+    html = markdown_it.MarkdownIt("commonmark").render(serve.as_text(name))
+    assert "<img" not in html and "<a " not in html and "<strong>" not in html
+    assert html.strip() == f"<p>{name.replace('<', '&lt;').replace('>', '&gt;')}</p>"
 
 
 def test_demo_serves_the_model_training_rewrites(tmp_path):
@@ -333,13 +477,18 @@ def test_description_when_run_is_unknown_or_not_pretrained(featurizers, run, wor
 def test_serve_help_documents_every_option():
     text = subprocess.run([sys.executable, "-m", "asl_pipeline", "serve", "--help"], cwd=PROJECT,
                           capture_output=True, text=True, check=True).stdout
-    for option in ("--model", "--host", "--port", "127.0.0.1", "--teach-dir", "data/my-hand", "data.extra_train"):
+    for option in ("--model", "--host", "--port", "127.0.0.1", "--live-port", "--teach-dir", "data/my-hand",
+                   "data.extra_train"):
         assert option in text
 
 
 def test_serve_bad_port_and_missing_model_say_what_to_do(tmp_path, capsys):
     assert cli.main(["serve", "--port", "70000"]) == 1
     assert "1 to 65535" in capsys.readouterr().err
+    assert cli.main(["serve", "--port", "65535"]) == 1  # Spell live's port, the next one, does not exist
+    assert "--live-port 65536 is not a TCP port" in capsys.readouterr().err
+    assert cli.main(["serve", "--port", "8601", "--live-port", "8601"]) == 1
+    assert "the page's own --port" in capsys.readouterr().err
     pytest.importorskip("streamlit", reason="the demo's packages (requirements-demo.txt) are not installed")
     assert cli.main(["serve", "--model", str(tmp_path / "absent.keras")]) == 1
     assert "absent.keras" in capsys.readouterr().err
@@ -397,14 +546,16 @@ def wait_for_line(lines: queue.Queue, words: str, seconds: float) -> list:
 
 
 @contextlib.contextmanager
-def serving(model_file: Path | None, teach_dir: Path):
-    """The URL of `python -m asl_pipeline serve` with this model (None: the default one) on a free port,
-    stopped afterwards."""
-    port = free_port()
-    command = [sys.executable, "-m", "asl_pipeline", "serve", "--port", str(port), "--teach-dir", str(teach_dir)]
+def serving(model_file: Path | None, teach_dir: Path, port: int | None = None, live_port: int | None = None):
+    """The URL of `python -m asl_pipeline serve` with this model (None: the default one) on these ports (None:
+    free ones), stopped afterwards. Its live page key is kept beside teach_dir, not in the user's cache."""
+    port, live_port = port or free_port(), live_port or free_port()
+    command = [sys.executable, "-m", "asl_pipeline", "serve", "--port", str(port), "--live-port", str(live_port),
+               "--teach-dir", str(teach_dir)]
     if model_file is not None:
         command += ["--model", str(model_file)]
-    server = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "XDG_CACHE_HOME": str(Path(teach_dir).parent / "cache")})
     lines = queue.Queue()
 
     def read_output():
@@ -463,7 +614,7 @@ def test_page_in_a_real_browser(browser_api, running_server, tmp_path):
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("not a photo")
     too_big = tmp_path / "huge.png"
-    too_big.write_bytes(encoded(noise(64, 64)) + bytes(serve.MAX_UPLOAD_BYTES))
+    too_big.write_bytes(encoded(noise(64, 64)) + bytes(uploads.MAX_UPLOAD_BYTES))
     with browser_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -510,6 +661,7 @@ def test_teach_mode_in_a_real_browser(browser_api, running_server):
             save.click()
             done = page.get_by_role("status").filter(has_text="The current model reads it as")
             browser_api.expect(done).to_be_visible(timeout=60_000)
+            browser_api.expect(done).to_contain_text(f"Saved 1 photo as {letter}.")
             saved = files_under(teach_dir)
             assert len(saved) == 1 and saved[0].parent == teach_dir / letter and TEACH_NAME.fullmatch(saved[0].name)
             with Image.open(saved[0]) as jpeg:
@@ -529,5 +681,19 @@ def test_teach_mode_in_a_real_browser(browser_api, running_server):
             page.get_by_role("option", name=letter, exact=True).click()
             browser_api.expect(counts).to_contain_text(f"{letter} 1")
             assert len(files_under(teach_dir)) == 1
+            # A file name is shown as text: one written as a Markdown image is not fetched by the browser.
+            tracker = "![t](http://127.0.0.1:9/track.png).jpg"
+            fetched = []
+            page.on("request", lambda request: fetched.append(request.url) if "track.png" in request.url else None)
+            page.locator("input[type=file]").set_input_files(
+                [{"name": tracker, "mimeType": "image/jpeg", "buffer": b"not a photo"},
+                 {"name": photo.name, "mimeType": "image/jpeg", "buffer": photo.read_bytes()}])
+            browser_api.expect(page.get_by_text("not a photo", exact=False)).to_have_count(0)
+            page.get_by_role("button", name=f"Save as {letter}").click()
+            refused = page.get_by_role("alert").filter(has_text="Nothing was saved")
+            browser_api.expect(refused).to_contain_text(f"{tracker}: This file is not an image", timeout=60_000)
+            browser_api.expect(refused).to_contain_text("1 of the 2 photos")
+            assert fetched == [] and refused.locator("img").count() == 0
+            assert len(files_under(teach_dir)) == 1  # all or nothing: the good photo beside it was not saved
         finally:
             browser.close()

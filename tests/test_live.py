@@ -172,8 +172,10 @@ def test_a_page_holds_one_session_and_closing_it_frees_the_place():
     sessions.open(PAGES.issue())  # the place is free at once
 
 
+# Fixed ids: the secrets are random, and pytest-xdist's workers must collect the same test names.
 @pytest.mark.parametrize("secret", ["", "made-up", PAGE.split(".")[0] + ".0123", live.PageSecrets(b"x" * 32).issue(),
-                                    "\u00e9.\u00e9"])
+                                    "\u00e9.\u00e9"],
+                         ids=["empty", "made-up", "forged-signature", "another-key", "not-ascii"])
 def test_without_the_pages_secret_no_session_opens(secret):
     sessions = live.LiveSessions(None, PAGES)
     with pytest.raises(live.LiveError, match="does not come from the demo's page") as refused:

@@ -4,8 +4,9 @@ The page shows a small HTML/JS component (live.html) that opens the camera in th
 downscaled JPEG frame at a time to a tiny HTTP server in the demo's own process (`LiveServer`, on the page's
 host, a port of its own), waiting for each answer before it sends the next frame: when the model is slower
 than the camera, frames are dropped in the browser, never queued on the server. The answer carries the
-letter, the hand's 21 landmarks in frame pixels and the text spelled so far by a speller kept per session
-on the server (`LiveSessions`, plain functions on bytes, testable without a server).
+letter (J or Z read from the motion, as `spell` reads them), the hand's 21 landmarks in frame pixels and the
+text spelled so far by a reader kept per session on the server (`LiveSessions`, plain functions on bytes,
+testable without a server): the tab's frames are one video, its hand tracked from frame to frame.
 
 Why a server of its own rather than Streamlit: a Streamlit widget value reruns the whole page script per
 frame, and Streamlit offers no public way to add a route to its own server.
@@ -23,7 +24,7 @@ import numpy as np
 
 from asl_pipeline import drawing
 from asl_pipeline.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, BadUpload, read_photo
-from asl_pipeline.speller import Speller
+from asl_pipeline.stream import StreamReader
 
 MAX_SESSIONS = 8  # one model thread serves them all: more open tabs would each get too few frames a second
 IDLE_SECONDS = 60.0  # a tab closed (or its camera stopped) is forgotten this long after its last frame
@@ -48,7 +49,7 @@ class LiveError(Exception):
 
 @dataclasses.dataclass
 class LiveSession:
-    speller: Speller
+    reader: StreamReader  # the tab's camera as one video: its hand track, J and Z from the motion, its speller
     started: float  # clock time of the session's start: the speller's seconds count from here
     last_seen: float
     frames: int = 0
@@ -76,7 +77,7 @@ class LiveSessions:
                                      "serves at once: close one of them (or wait a minute after closing it) and "
                                      "reload this page.")
             session_id = secrets.token_urlsafe(16)
-            self._sessions[session_id] = LiveSession(Speller(), now, now)
+            self._sessions[session_id] = LiveSession(StreamReader(), now, now)
         return {"session": session_id, "text": ""}
 
     def frame(self, session_id: str, data: bytes) -> dict:
@@ -86,25 +87,25 @@ class LiveSessions:
             photo = read_photo(data)
         except BadUpload as problem:
             raise LiveError(400, f"This frame was not read: {problem}") from None
-        analysis = self.demo.analyse(photo, with_heatmaps=False)
-        best = int(np.argmax(analysis.probabilities))
-        label, probability = self.demo.classifier.classes[best], float(analysis.probabilities[best])
+        analysis = self.demo.analyse(photo, with_heatmaps=False, track=session.reader.track)
         with self._lock:
             now = self.clock()
             session.last_seen = now
-            session.speller.feed(label, probability, analysis.hand_found, session.frames, now - session.started)
+            reading = session.reader.feed(analysis, self.demo.classifier.classes, session.frames,
+                                          now - session.started)
             session.frames += 1
-            text = session.speller.text
+            text = session.reader.speller.text
         height, width = photo.shape[:2]
         landmarks = None if analysis.hand is None else np.round(analysis.hand.landmarks[:, :2], 1).tolist()
-        return {"label": label, "probability": round(probability, 3), "hand_found": analysis.hand_found,
-                "landmarks": landmarks, "width": width, "height": height, "text": text}
+        return {"label": reading.label, "probability": round(reading.probability, 3), "motion": reading.motion,
+                "hand_found": analysis.hand_found, "landmarks": landmarks, "width": width, "height": height,
+                "text": text}
 
     def clear(self, session_id: str) -> dict:
-        """Start the session's text over: a new speller, so that a sign still held is not taken again at once."""
+        """Start the session's text over: a new reader, so that a sign still held is not taken again at once."""
         session = self._session(session_id)
         with self._lock:
-            session.speller = Speller()
+            session.reader = StreamReader()
         return {"text": ""}
 
     def _session(self, session_id: str) -> LiveSession:

@@ -75,6 +75,12 @@ def window_features(landmarks: np.ndarray, motion: MotionLetter) -> tuple:
     return lead, extent
 
 
+def handshapes(landmarks: np.ndarray, letters=MOTION_LETTERS) -> frozenset:
+    """The motion letters whose handshape one frame's (21, 3) landmarks show: their finger leads."""
+    return frozenset(motion.letter for motion in letters
+                     if window_features(landmarks[None], motion)[0] >= motion.min_lead)
+
+
 def read_window(landmarks: np.ndarray, letters=MOTION_LETTERS) -> str | None:
     """The motion letter a window of (frames, 21, 3) landmarks draws, or None: of two, the one past its
     extent threshold by more."""

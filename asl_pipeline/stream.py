@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from asl_pipeline.featurizers import Track
-from asl_pipeline.motion import MotionReader
+from asl_pipeline.motion import MotionReader, handshapes
 from asl_pipeline.speller import Committed, Speller
 
 
@@ -48,8 +48,10 @@ class StreamReader:
         speller."""
         best = int(np.argmax(analysis.probabilities))
         label, probability = classes[best], float(analysis.probabilities[best])
-        motion = self.motion.feed(None if analysis.hand is None else analysis.hand.landmarks, seconds)
-        committed = self.speller.feed(label, probability, analysis.hand_found, frame, seconds, motion)
+        landmarks = None if analysis.hand is None else analysis.hand.landmarks
+        motion = self.motion.feed(landmarks, seconds)
+        shapes = frozenset() if landmarks is None else handshapes(landmarks)
+        committed = self.speller.feed(label, probability, analysis.hand_found, frame, seconds, motion, shapes)
         if motion is not None:
             label, probability = motion, 1.0
         return Reading(label, probability, analysis.hand_found, motion is not None, committed)

@@ -209,7 +209,7 @@ def test_a_failing_model_answers_an_error_and_the_endpoint_keeps_serving():
     class Broken:
         classifier = None
 
-        def analyse(self, photo, with_heatmaps):
+        def analyse(self, photo, with_heatmaps, track=None):
             raise RuntimeError("the model fell over")
 
     server = live.LiveServer(live.LiveSessions(Broken()), "127.0.0.1", page_port=8501)

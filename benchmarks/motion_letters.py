@@ -232,7 +232,7 @@ def tracking_comparison(model_file: Path, words: int) -> dict:
             "signer_videos": len(list(VIDEOS.glob("*/signer*.mp4"))), "sample_words": words}
 
 
-def measure(model_file: Path | None = None, words: int = 40) -> dict:
+def measure(model_file: Path | None = None, words: int = 30) -> dict:
     """The figures run.py writes into benchmarks/results.json (and `loso_details`, `shipped_fit` beside them)."""
     videos = signer_videos()
     loso = leave_one_signer_out(videos)
@@ -253,7 +253,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "reader" / "model.keras",
                         help="the model `spell` reads with in the tracking comparison (default: %(default)s)")
-    parser.add_argument("--words", type=int, default=40, help="five-letter words of held-out sample frames")
+    parser.add_argument("--words", type=int, default=30, help="five-letter words of held-out sample frames")
     parser.add_argument("--skip-tracking", action="store_true", help="only the J/Z figures")
     args = parser.parse_args()
     result = measure(None if args.skip_tracking else args.model, args.words)

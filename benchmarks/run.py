@@ -22,7 +22,11 @@ Keys (see benchmarks/README.md for the figures measured here):
   predict_heatmap_ms_per_image   the same with Grad-CAM, fused model (backbone + hand_landmarks + svm)
   predict_ms_per_image_repo_model   predict_ms_per_image of the served variant's model that `dvc repro`
                           trained here (models/<serve.model>/model.keras: models/reader/), when there is one
-  spell_fps               frames per second of `spell` (video.spell) on an MJPG video of the photos, default model
+  spell_fps               frames per second of `spell` (video.spell, hand tracked) on an MJPG video of the photos,
+                          default model
+  motion_loso_*, tracking_speedup, spell_fps_*_signer_videos, *_right_*   benchmarks/motion_letters.py: J and Z
+                          from the motion, leaving one signer out; `spell` with and without tracking on the signer
+                          videos and on words of held-out sample frames (--only motion runs this part alone)
   live_page_fps           frames per second through the demo page's live endpoint (asl_pipeline/live.py): the
                           same photos as JPEGs posted over HTTP one at a time, each answer awaited, default model
   personalisation_k<k>_<set>   accuracy on a new signer's other photos after k photos per letter of theirs
@@ -60,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_variants import BACKBONE, LANDMARKS, variant_reading  # noqa: E402
+import motion_letters  # noqa: E402  (benchmarks/motion_letters.py)
 SHARED = REPO.parent / "shared"
 SAMPLE = SHARED / "data" / "asl-sample"
 TRAIN_DIR = SAMPLE / "asl_alphabet_train"
@@ -77,6 +82,9 @@ TARGETS = {  # key: (comparison, bound)
     "scale_linearity": ("<=", 1.15),
     "predict_ms_per_image": ("<=", 100),
     "live_page_fps": (">=", 10),
+    "motion_loso_found": (">=", 6),
+    "motion_loso_static_clean": (">=", 95),
+    "tracking_speedup": (">=", 1.5),
     "personalisation_k1_asl-other-dev": (">=", 0.90),
     "personalisation_k1_asl-webcam-dev": (">=", 0.85),
 }
@@ -416,9 +424,8 @@ def predict(bench: Bench, workdir: Path) -> dict:
     result = {"predict_ms_per_image": median_ms(classifiers["hand_landmarks"], False),
               "predict_ms_per_image_fused": median_ms(classifiers["fused"], False),
               "predict_heatmap_ms_per_image": median_ms(classifiers["fused"], True)}
-    from asl_pipeline.config import project_paths
-    repo_model = project_paths(REPO).variant(repo_params().served).model_files.model
-    if repo_model.is_file():  # the model `dvc repro` last trained here (its svm has the sample's support vectors)
+    repo_model = served_model()
+    if repo_model is not None:  # the model `dvc repro` last trained here (its svm has the sample's support vectors)
         try:
             classifier = inference.load_classifier(repo_model)
         except Exception as error:  # another session may be rewriting it: the figures above stand alone
@@ -435,7 +442,7 @@ def spell_fps(bench: Bench, workdir: Path) -> dict:
     import cv2
 
     from asl_pipeline import images, inference, video
-    from asl_pipeline.speller import Speller
+    from asl_pipeline.stream import StreamReader
 
     clip = workdir / "spell.avi"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (200, 200))
@@ -447,7 +454,7 @@ def spell_fps(bench: Bench, workdir: Path) -> dict:
     capture = video.open_source(clip, None)
     try:
         start = time.perf_counter()
-        frames = video.spell(classifier, capture, Speller(), fps=10, live=False)
+        frames = video.spell(classifier, capture, StreamReader(), fps=10, live=False)
         seconds = time.perf_counter() - start
     finally:
         capture.release()
@@ -689,6 +696,27 @@ def scale(args) -> dict:
     return result
 
 
+def served_model() -> Path | None:
+    """The served variant's model that `dvc repro` trained here, for `spell` on the signer videos; None if absent."""
+    from asl_pipeline.config import project_paths
+    model_file = project_paths(REPO).variant(repo_params().served).model_files.model
+    return model_file if model_file.is_file() else None
+
+
+def motion_figures(previous: dict, started) -> dict:
+    """--only motion: benchmarks/motion_letters.py's figures merged into the previous results, the others kept."""
+    model_file = served_model()
+    figures = {key: round(value, 4) if isinstance(value, float) else value
+               for key, value in motion_letters.measure(model_file).items()}
+    about = {**previous.get("about", {}), "motion_measured": started.isoformat(timespec="seconds"),
+             "motion_command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
+             "motion_model": None if model_file is None else model_file.relative_to(REPO).as_posix(),
+             "motion_load_average": os.getloadavg()}
+    results = {key: value for key, value in previous.items() if key not in ("machine", "about")} | figures
+    print(table(results, about))
+    return {**results, "machine": previous.get("machine", machine()), "about": about}
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 def table(results: dict, about: dict) -> str:
@@ -732,6 +760,9 @@ def main():
     parser.add_argument("--skip-personalisation", action="store_true",
                         help="leave out the personalisation run (~5 min here); keeps the last figures, marked")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--only", choices=["motion"],
+                        help="motion: only benchmarks/motion_letters.py (J/Z leaving one signer out, spell with and "
+                             "without tracking), merged into the results without touching the other figures")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -741,6 +772,8 @@ def main():
 
     started = datetime.datetime.now().astimezone()
     previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    if args.only == "motion":
+        return write_json(args.output, motion_figures(previous, started))
     about = {"date": started.isoformat(timespec="seconds"), "command": "python benchmarks/run.py " +
              " ".join(sys.argv[1:]), "load_average_start": os.getloadavg(),
              "images": args.images, "image_size": args.image_size, "batch_size": args.batch_size,
@@ -786,6 +819,8 @@ def main():
             results |= spell_fps(bench, Path(tmp))
             log("live page frames per second")
             results |= live_page_fps(bench, Path(tmp))
+            log("J and Z from the motion; spell with and without tracking (long)")
+            results |= motion_letters.measure(served_model())
             if getattr(bench, "repo_model", None):
                 model_path, featurizers = bench.repo_model
                 about["predict_ms_per_image_repo_model"] = (f"{model_path} of this checkout, the served variant "

@@ -131,7 +131,8 @@ def add_spell_parser(commands) -> None:
                     "longer does not repeat it; drop the hand (or sign `nothing`) between double letters. "
                     "`space` adds a space, `del` removes the last character. J and Z are read from the hand's "
                     "motion over the last second. The hand is tracked from frame to frame; the palm detector runs "
-                    "when the track is lost. Ctrl-C stops a camera and prints what was spelled. Exit status: 0 spelled, "
+                    "when the track is lost. Ctrl-C stops a camera and prints what was spelled. Exit status: 0 "
+                    "spelled, "
                     "1 the video, camera or model could not be opened, or the video ended before its last frame "
                     "(what was spelled up to there is printed).")
     source = spell.add_mutually_exclusive_group(required=True)

@@ -326,6 +326,9 @@ TRACK_BOX_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
 INDEX_MCP, MIDDLE_FINGER_MCP, RING_MCP = 5, 9, 13
 # MediaPipe's default min_hand_presence_confidence: below it the hand is lost and the detector looks again.
 TRACK_MIN_PRESENCE = 0.5
+# A hand found this share of its crop's side away from the crop's centre moved fast: it is read again, in the same
+# frame, from the crop its landmarks give (the landmark model reads a hand off-centre in its crop less well).
+RECROP_SHIFT = 0.15
 
 
 def hand_box_from_landmarks(landmarks: np.ndarray) -> tuple:
@@ -355,9 +358,10 @@ class HandTrack:
     for the landmark model, and the palm detector (HandLandmarker.detect, fallback included) runs only when no
     hand is tracked: at the start, and after the landmark model's presence score fell under `min_presence`.
 
-    One difference from MediaPipe's graph: a frame whose tracked crop lost the hand is searched by the detector
-    at once, rather than reported empty and searched in the next frame: `spell` reads 10 frames a second, and a
-    frame lost is a tenth of a second of a sign.
+    Two differences from MediaPipe's graph, as `spell` reads 10 frames a second, where a hand moves further between
+    frames: a frame whose tracked crop lost the hand is searched by the detector at once, rather than reported
+    empty and searched in the next frame; and a hand found far from its crop's centre (RECROP_SHIFT) is read again
+    from the crop its landmarks give, so that a fast hand's landmarks do not trail it by a frame or two.
     """
 
     def __init__(self, min_presence: float = TRACK_MIN_PRESENCE):
@@ -372,13 +376,21 @@ class HandTrack:
         self.frames += 1
         hand = None
         if self.box is not None:
-            landmarks, presence, handedness = landmarker._landmarks(crop_to_box(rgb, self.box, LANDMARK_SIZE),
-                                                                    self.box)
-            if presence >= self.min_presence:
-                hand = Hand(landmarks, handedness, presence, self.detector_score, "tracked", self.box)
+            hand = self._read(landmarker, rgb, self.box)
+            if hand is not None:
+                moved = hand_box_from_landmarks(hand.landmarks)
+                if math.dist(moved[:2], self.box[:2]) > RECROP_SHIFT * self.box[2]:
+                    hand = self._read(landmarker, rgb, moved) or hand
         if hand is None:
             self.detections += 1
             hand = landmarker.detect(rgb)
             self.detector_score = 0.0 if hand is None else hand.detector_score
         self.box = None if hand is None else hand_box_from_landmarks(hand.landmarks)
         return hand
+
+    def _read(self, landmarker: HandLandmarker, rgb: np.ndarray, box) -> Hand | None:
+        """The hand the landmark model finds in the crop of `box`, or None when its presence score is too low."""
+        landmarks, presence, handedness = landmarker._landmarks(crop_to_box(rgb, box, LANDMARK_SIZE), box)
+        if presence < self.min_presence:
+            return None
+        return Hand(landmarks, handedness, presence, self.detector_score, "tracked", box)

@@ -40,6 +40,7 @@ LEADS = np.round(np.arange(-0.5, 1.01, 0.05), 2)  # the lead thresholds tried
 MIN_EXTENT = 0.5  # palm sizes: below it, a fingertip's path is a held hand's tremor and the landmarks' noise
 MIN_GAP = 1.5  # a clear gap: the letter's own fingertips travelled at least this many times as far as any other's
 CACHE = Path(tempfile.gettempdir()) / "asl-motion-landmarks"
+HOLD = 3  # frames each sample photo is shown in the word videos: 0.3 s at 10 fps
 
 
 def video_frames(path: Path) -> list:
@@ -96,13 +97,15 @@ def phase_frames(landmarks: np.ndarray, phase: int) -> list:
 
 
 def windows(frames: list, window_seconds: float = motion.WINDOW_SECONDS) -> list:
-    """The (frames, 21, 3) window the motion reader sees at each frame with a hand."""
-    found = [(seconds, points) for seconds, points in frames if points is not None]
-    result = []
-    for end, (seconds, _) in enumerate(found):
-        window = [points for when, points in found[:end + 1] if when > seconds - window_seconds]
-        if len(window) >= motion.MIN_FRAMES:
-            result.append(np.stack(window).astype(np.float64))
+    """The (frames, 21, 3) window the motion reader sees at each frame with a hand: the frames of the last
+    window_seconds since the last frame without one."""
+    result, run = [], []
+    for seconds, points in frames:
+        run = [] if points is None else [(when, p) for when, p in run if when > seconds - window_seconds]
+        if points is not None:
+            run.append((seconds, points))
+        if len(run) >= motion.MIN_FRAMES:
+            result.append(np.stack([p for _, p in run]).astype(np.float64))
     return result
 
 
@@ -118,13 +121,14 @@ def fit(videos: dict, signers) -> tuple:
             for phase in range(PHASES):
                 features[letter, signer, phase] = {
                     m.letter: np.array([motion.window_features(w, m) for w in windows(phase_frames(landmarks, phase))]
-                                       or np.zeros((0, 2)))
+                                       or np.zeros((0, 3)))
                     for m in motion.MOTION_LETTERS}
     fitted = []
     for base in motion.MOTION_LETTERS:
         choices = {}  # lead -> (videos found, how much farther they travelled than any other, extent threshold)
         for lead in LEADS:
-            reach = {key: float(f[base.letter][f[base.letter][:, 0] >= lead, 1].max(initial=0.0))
+            reach = {key: float(f[base.letter][(f[base.letter][:, 0] >= lead)
+                                               & (f[base.letter][:, 2] >= motion.MIN_COHERENCE), 1].max(initial=0.0))
                      for key, f in features.items()}
             negatives = max(max(value for key, value in reach.items() if key[0] != base.letter), MIN_EXTENT)
             positives = sorted(value for key, value in reach.items() if key[0] == base.letter and value > negatives)
@@ -176,8 +180,10 @@ def spelled(classifier, path: Path, tracking: bool) -> tuple:
 
 
 def sample_word_videos(folder: Path, count: int, seed: int = 0) -> list:
-    """[(word, path)]: `count` random five-letter words of held-out sample frames (data/split/test.csv), 10 fps,
-    each letter 1 s of different photos, 0.5 s of `nothing` between and around, as the speller was measured."""
+    """[(word, path)]: `count` random five-letter words of held-out sample frames (data/split/test.csv) at 10 fps:
+    each letter four photos, `nothing` two between and around, each photo held HOLD frames as a hand holds still
+    (the sample's frames of a letter are seconds apart in its video: one after another every 0.1 s, the hand would
+    jump about the frame ten times a second, which no signer does)."""
     import csv
 
     import cv2
@@ -195,10 +201,11 @@ def sample_word_videos(folder: Path, count: int, seed: int = 0) -> list:
         word = "".join(rng.choice(letters, 5))
         path = folder / f"word{number}.avi"
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), READ_FPS, (200, 200))
-        for label, frames in [("nothing", 5)] + [s for letter in word for s in ((letter, 10), ("nothing", 5))]:
-            for photo in rng.choice(by_label[label], frames):
-                rgb = cv2.resize(images.load_rgb(photo), (200, 200))
-                writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        for label, photos in [("nothing", 2)] + [s for letter in word for s in ((letter, 4), ("nothing", 2))]:
+            for photo in rng.choice(by_label[label], photos, replace=False):
+                bgr = cv2.cvtColor(cv2.resize(images.load_rgb(photo), (200, 200)), cv2.COLOR_RGB2BGR)
+                for _ in range(HOLD):
+                    writer.write(bgr)
         writer.release()
         result.append((word, path))
     return result

@@ -7,10 +7,11 @@ pointing and drawing a Z. A rule, with thresholds measured on the four signers' 
   extended of the three other long fingers (thumb left out), median over the window, is at least `min_lead`;
 - its fingertip travelled: the diagonal of the box its path fills, in palm sizes (the wrist's mean distance to
   the four knuckles, in 3D), is at least `min_extent`, so that the hand's distance to the camera does not matter;
-- along a drawn path: from frame to frame the fingertip keeps its direction (MIN_COHERENCE), as a finger drawing
-  a letter does, and a hand shaking, or jumping between unrelated photos, does not.
+- along a drawn path: its strokes (three or more steps in a row that move) keep their direction from frame to
+  frame (MIN_COHERENCE), as a finger drawing a letter does, and a hand that jumps (between unrelated photos,
+  or back into view) does not. Every frame of the window has the hand: a frame without one starts a new path.
 A held handshape moves its fingertip a tenth or two of a palm size (I held still, an index pointing still): it is
-not read as J or Z. Both features are the same for a hand and its mirror image, so a left hand draws them alike.
+not read as J or Z. All three features are the same for a hand and its mirror image, so a left hand draws alike.
 """
 import collections
 import dataclasses
@@ -22,7 +23,7 @@ KNUCKLES = (5, 9, 13, 17)  # MCP joints of the index, middle, ring and little fi
 WINDOW_SECONDS = 1.2  # a J or a Z takes 0.5-1 s in the four signers' videos
 MIN_FRAMES = 4  # fewer frames with a hand in the window tell no path
 # The length-weighted mean cosine between consecutive steps of the fingertip's strokes (`strokes`):
-# the four signers' J and Z windows that pass the other two thresholds score 0.52-1.0; a hand jumping about
+# the four signers' J and Z windows that pass the other two thresholds score 0.53-1.0; a hand jumping about
 # between unrelated photos scores -1 to 1 at random.
 MIN_COHERENCE = 0.5
 # Steps shorter than this many palm sizes from one frame to the next are a still hand's jitter, or the tracked
@@ -33,7 +34,8 @@ STROKE_STEPS = 3  # a J or Z takes 0.5-1 s: its fingertip moves in at least thre
 
 @dataclasses.dataclass(frozen=True)
 class MotionLetter:
-    """A letter drawn by one finger: its knuckle, and the thresholds of its lead and of its tip's travel."""
+    """A letter drawn by one finger: its knuckle, and the thresholds of its lead and of its tip's travel (in palm
+    sizes)."""
 
     letter: str
     knuckle: int

@@ -18,7 +18,7 @@ from asl_pipeline.stream import StreamReader
 MAX_FRAME_PIXELS = 7680 * 4320
 WRITER_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # the codecs OpenCV's wheels write without extra libraries
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-LINE_SHARE = 1 / 12  # each line of words on the annotated frames: this share of the frame's shorter side
+LINE_SHARE = 1 / 10  # each line of words on the annotated frames: this share of the frame's shorter side
 CAPITAL_SHARE = 0.6  # a capital letter's height in its line
 
 

@@ -233,8 +233,8 @@ def test_frames_over_the_limit_are_refused_from_the_header(tmp_path, monkeypatch
 def test_spell_help_documents_every_option():
     text = subprocess.run([sys.executable, "-m", "asl_pipeline", "spell", "--help"], cwd=PROJECT,
                           capture_output=True, text=True, check=True).stdout
-    for option in ("--camera", "--model", "--fps", "--window", "--min-share", "--min-probability", "--json",
-                   "--out"):
+    for option in ("--camera", "--model", "--fps", "--window", "--min-share", "--min-probability", "--no-tracking",
+                   "--json", "--out"):
         assert option in text
 
 

@@ -132,8 +132,10 @@ def add_spell_parser(commands) -> None:
         description="Read each frame of a video (or a camera) with the trained model and print the text "
                     "spelled: a letter counts when the same one is read in most of the last frames; holding it "
                     "longer does not repeat it; drop the hand (or sign `nothing`) between double letters. "
-                    "`space` adds a space, `del` removes the last character. J and Z are motion letters and "
-                    "are not read. Ctrl-C stops a camera and prints what was spelled. Exit status: 0 spelled, "
+                    "`space` adds a space, `del` removes the last character. J and Z are read from the hand's "
+                    "motion over the last second. The hand is tracked from frame to frame; the palm detector runs "
+                    "when the track is lost. Ctrl-C stops a camera and prints what was spelled. Exit status: 0 "
+                    "spelled, "
                     "1 the video, camera or model could not be opened, or the video ended before its last frame "
                     "(what was spelled up to there is printed).")
     source = spell.add_mutually_exclusive_group(required=True)
@@ -150,6 +152,9 @@ def add_spell_parser(commands) -> None:
                        help="the share of the window that one letter must fill, over 0.5 (default: %(default)s)")
     spell.add_argument("--min-probability", type=_share(0.0, True), default=speller.MIN_PROBABILITY, metavar="P",
                        help="frames read with a lower top probability count for no letter (default: %(default)s)")
+    spell.add_argument("--no-tracking", action="store_true",
+                       help="find the hand in every frame from scratch, as in a photo, instead of from the last "
+                            "frame's hand (slower; to compare)")
     spell.add_argument("--json", action="store_true",
                        help="print JSON instead of the text: {source, text, frames, fps, letters: [{label, frame, "
                             "seconds, text}]}, one entry per letter, space or del taken")
@@ -240,6 +245,7 @@ def spell_command(args) -> int:
     # Imported here, not at the top: Keras takes seconds to load, which --help need not wait for.
     from asl_pipeline import inference, video
     from asl_pipeline.speller import Speller
+    from asl_pipeline.stream import StreamReader
 
     name = str(args.video) if args.camera is None else f"camera {args.camera}"
     live = args.camera is not None
@@ -247,11 +253,12 @@ def spell_command(args) -> int:
     try:
         classifier = inference.load_classifier(model_file(args))
         speller = Speller(args.window, args.min_share, args.min_probability)
+        reader = StreamReader(speller, tracking=not args.no_tracking)
 
         def show(committed):  # as it happens: the feedback someone signing at a camera needs
             print(f"{committed.seconds:7.2f} s  {committed.label:<5}  {committed.text}", file=sys.stderr, flush=True)
 
-        frames = video.spell(classifier, capture, speller, args.fps, live, args.out, show)
+        frames = video.spell(classifier, capture, reader, args.fps, live, args.out, show)
         unread = 0 if live else video.unread_frames(capture)
         read_rate = video.read_rate(capture, args.fps)
     finally:

@@ -11,6 +11,7 @@ evaluate, explain and predict, so training and serving cannot disagree about wha
 """
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import threading
@@ -80,8 +81,9 @@ def normalized_keypoints(hand: hands.Hand) -> np.ndarray:
     return points / scale if scale > 0 else points
 
 
-def read_as_right_hand(landmarker: hands.HandLandmarker, rgb: np.ndarray, hand: hands.Hand | None):
-    """The hand to read the letter from: `hand` itself, or for a left hand the hand of the mirrored photo.
+def read_as_right_hand(find_hand, rgb: np.ndarray, hand: hands.Hand | None):
+    """The hand to read the letter from: `hand` itself, or for a left hand the hand `find_hand` finds in the
+    mirrored photo (HandLandmarker.detect for a photo; a Track's mirrored-frame finder for a video frame).
 
     The model learns right hands (the training signer's); a left hand, a left-handed signer or a selfie
     preview shows the same letter mirrored. Of the photo's hand and its mirror image's hand, the one more
@@ -91,7 +93,7 @@ def read_as_right_hand(landmarker: hands.HandLandmarker, rgb: np.ndarray, hand: 
     """
     if hand is None or hand.handedness >= 0.5:
         return hand
-    mirrored = landmarker.detect(np.ascontiguousarray(rgb[:, ::-1]))
+    mirrored = find_hand(np.ascontiguousarray(rgb[:, ::-1]))
     return mirrored if mirrored is not None and mirrored.handedness > hand.handedness else hand
 
 
@@ -178,6 +180,21 @@ def augment_photo(rgb: np.ndarray, rng: np.random.Generator, horizontal_flip: bo
     return np.clip(view.astype(np.float32) + rng.uniform(-0.2, 0.2) * 255, 0, 255).astype(np.uint8)
 
 
+class Track:
+    """The hand of one video followed from frame to frame (hands.HandTrack): in the frames themselves and, for a
+    left hand read as the right hand it mirrors, in the mirrored frames. Pass the same Track with every frame of
+    a video, in order; photos are read without one."""
+
+    def __init__(self):
+        self.frames = hands.HandTrack()
+        self.mirrored = hands.HandTrack()
+
+    @property
+    def detections(self) -> int:
+        """Palm detector runs so far (in the frames and their mirror images)."""
+        return self.frames.detections + self.mirrored.detections
+
+
 @dataclasses.dataclass(frozen=True)
 class Prepared:
     """One photo as the model sees it."""
@@ -225,18 +242,25 @@ class Featurizer:
             with self._lock:
                 self._idle[num_threads].append(landmarker)
 
-    def prepare(self, rgb: np.ndarray) -> Prepared:
-        # Called one photo at a time (predict, evaluate): the hand models may use several cores.
-        return self._prepare(rgb, DIRECT_THREADS)
+    def prepare(self, rgb: np.ndarray, track: Track | None = None) -> Prepared:
+        """One photo, or with `track` the next frame of that track's video, as the model's inputs."""
+        # Called one photo at a time (predict, evaluate, spell): the hand models may use several cores.
+        return self._prepare(rgb, DIRECT_THREADS, track)
 
-    def _prepare(self, rgb: np.ndarray, num_threads: int) -> Prepared:
+    def _prepare(self, rgb: np.ndarray, num_threads: int, track: Track | None = None) -> Prepared:
         spec = self.spec
         hand = read = None
         if spec.uses_hands:
             with self._landmarker(num_threads) as landmarker:
-                hand = read = landmarker.detect(rgb)
+                # The one difference between a photo and a video frame: how its hand is found.
+                if track is None:
+                    find_hand = find_mirrored_hand = landmarker.detect
+                else:
+                    find_hand = functools.partial(track.frames.find, landmarker)
+                    find_mirrored_hand = functools.partial(track.mirrored.find, landmarker)
+                hand = read = find_hand(rgb)
                 if spec.hands.mirror_left:
-                    read = read_as_right_hand(landmarker, rgb, hand)
+                    read = read_as_right_hand(find_mirrored_hand, rgb, hand)
         image = None
         if spec.uses_backbone:
             image = hand_crop(rgb, hand, spec.image_size) if spec.crop_to_hand and hand is not None else rgb

@@ -4,8 +4,9 @@ replaces opencv-python-headless's cv2) nor TensorFlow here.
 
 The steps and constants follow MediaPipe's Tasks graphs (mediapipe/tasks/cc/vision/hand_detector/
 hand_detector_graph.cc, hand_landmarker/hand_landmarks_detector_graph.cc) and the calculators they
-configure; tests/test_hands.py checks the result against MediaPipe's own output. Static images only: no
-tracking between frames, one hand (the most confident palm).
+configure; tests/test_hands.py checks the result against MediaPipe's own output. One hand (the most confident
+palm). Photos are read one by one (`HandLandmarker`); the frames of a video follow the hand from one frame to the
+next (`HandTrack`), as MediaPipe's VIDEO and LIVE_STREAM modes do.
 """
 import dataclasses
 import io
@@ -60,8 +61,10 @@ class Hand:
         hands: it prints "Right" with this score when >= 0.5, else "Left" with 1 - this; on these unmirrored
         photos it says "Right" for right hands.
     presence: the landmark model's hand-presence score in [0, 1].
-    detector_score: the palm detector's score in [0, 1]; 0.0 when the fallback found the hand.
-    source: "detector", "second_look" (the detector on the brightened, wider-bordered copy) or "fallback".
+    detector_score: the palm detector's score in [0, 1]; 0.0 when the fallback found the hand; for a tracked
+        hand, that of the detection its track started from.
+    source: "detector", "second_look" (the detector on the brightened, wider-bordered copy), "fallback" or
+        "tracked" (HandTrack: found in the crop the previous frame's hand gave).
     box: (center_x, center_y, width, height, rotation in radians, clockwise on screen) in photo pixels: the
         square crop the landmark model saw (crop_to_box(photo, box, 224) gives it back).
     """
@@ -326,3 +329,86 @@ class HandLandmarker:
         if presence < self.fallback_min_presence:
             return None
         return Hand(landmarks, handedness, presence, 0.0, "fallback", box)
+
+
+# Tracking, as MediaPipe's HandLandmarker in VIDEO mode (hand_landmarker_graph.cc, hand_landmarks_detector_graph.cc):
+# a frame's landmarks give the next frame's crop (HandLandmarksToRectCalculator on a stable subset of the
+# landmarks, then RectTransformationCalculator: twice as large, shifted a tenth towards the fingers, square),
+# and the palm detector runs only when no hand is tracked.
+TRACK_SCALE = 2.0
+TRACK_SHIFT_Y = -0.1
+# The box is taken around the wrist and the first two joints of each finger, which move less from frame to frame
+# than the fingertips; its rotation is the wrist's direction to the knuckles (index and ring MCP averaged, then
+# averaged with the middle MCP).
+TRACK_BOX_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
+INDEX_MCP, MIDDLE_FINGER_MCP, RING_MCP = 5, 9, 13
+# MediaPipe's default min_hand_presence_confidence: below it the hand is lost and the detector looks again.
+TRACK_MIN_PRESENCE = 0.5
+# A hand found this share of its crop's side away from the crop's centre moved fast: it is read again, in the same
+# frame, from the crop its landmarks give (the landmark model reads a hand off-centre in its crop less well).
+RECROP_SHIFT = 0.15
+
+
+def hand_box_from_landmarks(landmarks: np.ndarray) -> tuple:
+    """(center_x, center_y, side, side, rotation) in photo pixels: the crop MediaPipe takes for the next frame
+    from this frame's hand landmarks (21, 2+)."""
+    points = landmarks[list(TRACK_BOX_LANDMARKS), :2].astype(np.float64)
+    knuckles = ((landmarks[INDEX_MCP, :2] + landmarks[RING_MCP, :2]) / 2 + landmarks[MIDDLE_FINGER_MCP, :2]) / 2
+    dx, dy = knuckles - landmarks[WRIST, :2]
+    rotation = math.pi / 2 - math.atan2(-dy, dx)
+    rotation -= 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))  # into [-pi, pi)
+    # The tightest box around the points in the hand's own rotated frame.
+    cos, sin = math.cos(rotation), math.sin(rotation)
+    middle = (points.min(axis=0) + points.max(axis=0)) / 2
+    local = (points - middle) @ np.array([[cos, -sin], [sin, cos]])
+    low, high = local.min(axis=0), local.max(axis=0)
+    local_center = (low + high) / 2
+    width, height = high - low
+    center = middle + local_center @ np.array([[cos, sin], [-sin, cos]])
+    shift = TRACK_SHIFT_Y * height  # along the box's own y axis, towards the fingers
+    side = max(width, height) * TRACK_SCALE
+    return (float(center[0] - shift * sin), float(center[1] + shift * cos), float(side), float(side),
+            float(rotation))
+
+
+class HandTrack:
+    """One hand followed through the frames of a video: the hand found in one frame gives the next frame's crop
+    for the landmark model, and the palm detector (HandLandmarker.detect, fallback included) runs only when no
+    hand is tracked: at the start, and after the landmark model's presence score fell under `min_presence`.
+
+    Two differences from MediaPipe's graph, as `spell` reads 10 frames a second, where a hand moves further between
+    frames: a frame whose tracked crop lost the hand is searched by the detector at once, rather than reported
+    empty and searched in the next frame; and a hand found far from its crop's centre (RECROP_SHIFT) is read again
+    from the crop its landmarks give, so that a fast hand's landmarks do not trail it by a frame or two.
+    """
+
+    def __init__(self, min_presence: float = TRACK_MIN_PRESENCE):
+        self.min_presence = min_presence
+        self.box = None  # the crop for the next frame; None: no hand tracked
+        self.detector_score = 0.0  # of the detection the track started from
+        self.frames = 0
+        self.detections = 0  # frames the palm detector ran on
+
+    def find(self, landmarker: HandLandmarker, rgb: np.ndarray) -> Hand | None:
+        """The hand in this frame, the next in the video after the last one given; None when there is none."""
+        self.frames += 1
+        hand = None
+        if self.box is not None:
+            hand = self._read(landmarker, rgb, self.box)
+            if hand is not None:
+                moved = hand_box_from_landmarks(hand.landmarks)
+                if math.dist(moved[:2], self.box[:2]) > RECROP_SHIFT * self.box[2]:
+                    hand = self._read(landmarker, rgb, moved) or hand
+        if hand is None:
+            self.detections += 1
+            hand = landmarker.detect(rgb)
+            self.detector_score = 0.0 if hand is None else hand.detector_score
+        self.box = None if hand is None else hand_box_from_landmarks(hand.landmarks)
+        return hand
+
+    def _read(self, landmarker: HandLandmarker, rgb: np.ndarray, box) -> Hand | None:
+        """The hand the landmark model finds in the crop of `box`, or None when its presence score is too low."""
+        landmarks, presence, handedness = landmarker._landmarks(crop_to_box(rgb, box, LANDMARK_SIZE), box)
+        if presence < self.min_presence:
+            return None
+        return Hand(landmarks, handedness, presence, self.detector_score, "tracked", box)

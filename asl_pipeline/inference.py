@@ -43,14 +43,15 @@ class Classifier:
     def _explainer(self):
         return explainer_for(self.network, self.spec)
 
-    def analyse(self, photos, class_indices=None, with_heatmaps: bool = True) -> list:
+    def analyse(self, photos, class_indices=None, with_heatmaps: bool = True, track=None) -> list:
         """One Analysis (path None) per RGB uint8 photo, any sizes: probabilities, hand and explanation.
 
         class_indices: per photo, the class to explain; None: the predicted class. with_heatmaps: explain
         at all, by the model's explainer (explainers.py): a heatmap for a model with a backbone, keypoint
-        weights for a landmarks-only model.
+        weights for a landmarks-only model. track: a featurizers.Track when the photos are the next frames of a
+        video, in order: each frame's hand is found from the last one's.
         """
-        prepared = [self.featurizer.prepare(photo) for photo in photos]
+        prepared = [self.featurizer.prepare(photo, track) for photo in photos]
         inputs = self.inputs(prepared)
         if with_heatmaps:
             explained = self._explainer(inputs, None if class_indices is None else np.asarray(class_indices))

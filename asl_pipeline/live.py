@@ -4,8 +4,9 @@ The page shows a small HTML/JS component (live.html) that opens the camera in th
 downscaled JPEG frame at a time to a tiny HTTP server in the demo's own process (`LiveServer`, on the page's
 host, the port after the page's), waiting for each answer before it sends the next frame: when the model is
 slower than the camera, frames are dropped in the browser, never queued on the server. The answer carries the
-letter, the hand's 21 landmarks in frame pixels and the text spelled so far by a speller kept per session
-on the server (`LiveSessions`, plain functions on bytes, testable without a server).
+letter (J or Z read from the motion, as `spell` reads them), the hand's 21 landmarks in frame pixels and the
+text spelled so far by a reader kept per session on the server (`LiveSessions`, plain functions on bytes,
+testable without a server): the tab's frames are one video, its hand tracked from frame to frame.
 
 Only the demo's page may use the endpoint: every request carries a secret the page gave its component
 (`PageSecrets`, in a header, never in the URL) and comes from the page's exact origin; any other site's
@@ -34,7 +35,7 @@ import numpy as np
 from asl_pipeline import drawing
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.serve import Stopping
-from asl_pipeline.speller import Speller
+from asl_pipeline.stream import StreamReader
 from asl_pipeline.uploads import FRAME, BadUpload, Busy, reading
 
 MAX_SESSIONS = 8  # one model thread serves them all: more open tabs would each get too few frames a second
@@ -121,7 +122,7 @@ def page_key(path: Path = KEY_FILE) -> bytes:
 @dataclasses.dataclass
 class LiveSession:
     page: str  # the secret of the page that opened it: only that page may use it
-    speller: Speller
+    reader: StreamReader  # the tab's camera as one video: its hand track, J and Z from the motion, its speller
     started: float  # clock time of the session's start: the speller's seconds count from here
     last_seen: float
     frames: int = 0
@@ -154,37 +155,36 @@ class LiveSessions:
                                      f"serves at once: close one of them (it is freed within {self.idle_seconds:.0f} "
                                      "s) and this page starts by itself.")
             session_id = secrets.token_urlsafe(16)
-            self._sessions[session_id] = LiveSession(page, Speller(), now, now)
+            self._sessions[session_id] = LiveSession(page, StreamReader(), now, now)
         return {"session": session_id, "text": ""}
 
     def frame(self, session_id: str, page: str, data: bytes) -> dict:
-        """Read one posted frame and feed it to the session's speller: the reading, the hand, the text."""
+        """Read one posted frame and feed it to the session's reader: the reading, the hand, the text."""
         session = self._session(session_id, page)
         try:
             with reading(data, FRAME) as photo:  # a bounded number of frames and photos at once
-                analysis = self.demo.analyse(photo, with_heatmaps=False)
+                analysis = self.demo.analyse(photo, with_heatmaps=False, track=session.reader.track)
         except Busy as problem:
             raise LiveError(503, str(problem)) from None
         except BadUpload as problem:
             raise LiveError(400, f"This frame was not read: {problem}") from None
-        best = int(np.argmax(analysis.probabilities))
-        label, probability = self.demo.classifier.classes[best], float(analysis.probabilities[best])
         with self._lock:
             now = self.clock()
             session.last_seen = now
-            session.speller.feed(label, probability, analysis.hand_found, session.frames, now - session.started)
+            read = session.reader.feed(analysis, self.demo.classifier.classes, session.frames, now - session.started)
             session.frames += 1
-            text = session.speller.text
+            text = session.reader.speller.text
         height, width = photo.shape[:2]
         landmarks = None if analysis.hand is None else np.round(analysis.hand.landmarks[:, :2], 1).tolist()
-        return {"label": label, "probability": round(probability, 3), "hand_found": analysis.hand_found,
-                "landmarks": landmarks, "width": width, "height": height, "text": text}
+        return {"label": read.label, "probability": round(read.probability, 3), "motion": read.motion,
+                "hand_found": analysis.hand_found, "landmarks": landmarks, "width": width, "height": height,
+                "text": text}
 
     def clear(self, session_id: str, page: str) -> dict:
-        """Start the session's text over: a new speller, so that a sign still held is not taken again at once."""
+        """Start the session's text over: a new reader, so that a sign still held is not taken again at once."""
         session = self._session(session_id, page)
         with self._lock:
-            session.speller = Speller()
+            session.reader = StreamReader()
         return {"text": ""}
 
     def close(self, session_id: str, page: str) -> dict:

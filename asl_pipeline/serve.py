@@ -181,8 +181,9 @@ class Demo:
         except concurrent.futures.CancelledError:  # it was waiting for the model thread when stop() came
             raise Stopping() from None
 
-    def analyse(self, photo: np.ndarray, with_heatmaps: bool = True):
-        return self.on_model_thread(self.classifier.analyse, [photo], None, with_heatmaps)[0]
+    def analyse(self, photo: np.ndarray, with_heatmaps: bool = True, track=None):
+        """track: a featurizers.Track when the photo is the next frame of a live camera (live.py)."""
+        return self.on_model_thread(self.classifier.analyse, [photo], None, with_heatmaps, track)[0]
 
     def classify(self, data: bytes) -> Prediction | Rejection:
         """The page's answer to one uploaded file or snapshot."""

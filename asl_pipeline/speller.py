@@ -4,8 +4,15 @@ A sign is committed when it is held steadily: the same label fills at least `min
 frames, each read with a probability of at least `min_probability`. A committed sign is not committed again
 until it is released, that is until something else holds the window: another sign, `nothing`, or no hand.
 So holding L for two seconds spells one L, and "LL" is spelled by dropping the hand (or showing `nothing`)
-between the two. `space` adds a space and `del` removes the last character. J and Z are signed with a
-motion, which single frames do not show: they are not read.
+between the two. `space` adds a space and `del` removes the last character.
+
+J and Z are signed with a motion, which single frames do not show: they come from the motion reader
+(motion.py), never from one frame's reading (a frame read as J or Z counts for no sign). A motion letter is
+taken on the frame the motion is read, and is held, like any sign, until released. The hand holds the motion's
+handshape before and after it (the I of a J, the pointing index of a Z), which the still reader reads as some
+letter: a letter taken from a hand in the motion's handshape, not released before the hand draws the motion,
+was the motion's start and becomes the motion letter; and the handshape held after the motion is the same sign,
+not a new letter.
 """
 import collections
 import dataclasses
@@ -17,6 +24,7 @@ SPACE, DELETE, NOTHING = "space", "del", "nothing"
 WINDOW = 6  # 0.6 s at 10 fps: a shape the hand passes through for under half a second is not read as a sign
 MIN_SHARE = 0.7  # 5 of 6 frames: 99% of the words right; 6 of 6 (0.8) 97%, as one misread frame stops a sign
 MIN_PROBABILITY = 0.5  # the SVM head gives 0.63 when one class wins all its votes (every sample frame), ~0.4 on a tie
+MOTION_LETTERS = ("J", "Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,28 +51,41 @@ class Speller:
         self.needed = math.ceil(min_share * window)  # frames of one sign that make it steady
         self._recent = collections.deque(maxlen=window)
         self._held = None  # the steady sign last seen: committed already, or `nothing`
+        self._held_shapes = frozenset()  # the motion letters whose handshape the hand had when it became steady
         self.text = ""
         self.committed = []
 
     def feed(self, label: str, probability: float, hand_found: bool | None, frame: int,
-             seconds: float) -> Committed | None:
+             seconds: float, motion: str | None = None, shapes=frozenset()) -> Committed | None:
         """Take one frame's top label; the Committed sign if this frame commits one.
 
         hand_found: False when the model looked for a hand and found none (read as `nothing`), None when the
-        model does not look for hands.
+        model does not look for hands. motion: the motion letter the motion reader read over the last frames;
+        shapes: the motion letters whose handshape the hand has in this frame (motion.handshapes).
         """
-        if hand_found is False:
+        if motion is not None:
+            reading = motion
+        elif hand_found is False:
             reading = NOTHING
         else:
-            # A frame the model is unsure of counts for no sign: it neither holds nor releases one.
-            reading = label if probability >= self.min_probability else None
+            # A frame the model is unsure of counts for no sign: it neither holds nor releases one; nor does a
+            # single frame's J or Z, which only the motion reader reads.
+            sure = probability >= self.min_probability and label not in MOTION_LETTERS
+            reading = label if sure else None
         self._recent.append(reading)
-        steady = self._steady()
+        steady = motion or self._steady()
         if steady is None or steady == self._held:
             return None
-        self._held = steady
+        if self._held in MOTION_LETTERS and self._held in shapes:
+            return None  # the handshape the motion ended in, still held: the same sign
+        start_of_motion = (steady in MOTION_LETTERS and steady in self._held_shapes
+                           and self.committed and self.committed[-1].label == self._held)
+        self._held, self._held_shapes = steady, frozenset(shapes)
         if steady == NOTHING:
             return None
+        if start_of_motion:  # the handshape taken a moment ago was this motion's start
+            self.committed.pop()
+            self.text = self.text[:-1]
         self.text = self._apply(steady)
         event = Committed(steady, frame, seconds, self.text)
         self.committed.append(event)

@@ -1,5 +1,6 @@
-"""Spelling a video file or a camera (OpenCV): frames sampled at a steady rate, read by the classifier, fed to
-the speller, and annotated frames out."""
+"""Spelling a video file or a camera (OpenCV): frames sampled at a steady rate, read by the classifier with the
+hand tracked from frame to frame, J and Z from the motion, fed to the speller (stream.py), and annotated frames
+out."""
 import contextlib
 import time
 from pathlib import Path
@@ -10,11 +11,15 @@ import numpy as np
 from asl_pipeline import drawing
 from asl_pipeline.atomic import atomic_file
 from asl_pipeline.errors import PipelineError
+from asl_pipeline.stream import StreamReader
 
 # 8K: the largest frames cameras record. Each decoded frame of that size takes 100 MB; a file declaring more
 # is refused from its header rather than decoded.
 MAX_FRAME_PIXELS = 7680 * 4320
 WRITER_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # the codecs OpenCV's wheels write without extra libraries
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+LINE_SHARE = 1 / 10  # each line of words on the annotated frames: this share of the frame's shorter side
+CAPITAL_SHARE = 0.6  # a capital letter's height in its line
 
 
 @contextlib.contextmanager
@@ -94,15 +99,21 @@ def unread_frames(capture: cv2.VideoCapture) -> int:
 
 
 def annotate(rgb: np.ndarray, hand, uses_hands: bool, reading: str, text: str) -> np.ndarray:
-    """The frame with the hand skeleton (for a model that reads hands), the current reading and the text."""
+    """The frame with the hand skeleton (for a model that reads hands), the current reading and the text, in
+    words that scale with the frame: a line is LINE_SHARE of its shorter side, on a phone's video as on 200 x 200."""
     canvas = drawing.draw_hand(rgb, hand) if uses_hands else rgb.copy()
     height, width = canvas.shape[:2]
-    scale = max(0.4, width / 640)
-    band = int(56 * scale)
+    line = min(height, width) * LINE_SHARE
+    scale = CAPITAL_SHARE * line / cv2.getTextSize("H", FONT, 1.0, 1)[0][1]
+    thickness = max(1, round(scale * 2))
+    margin = int(line / 3)
+    band = int(2 * line + margin)
     canvas[height - band:] //= 3  # a dark band under the words, readable on any background
-    for line, (words, colour) in enumerate(((reading, (255, 220, 0)), (text + "_", (255, 255, 255)))):
-        cv2.putText(canvas, words, (int(8 * scale), height - band + int((22 + 26 * line) * scale)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, colour, max(1, round(2 * scale)), cv2.LINE_AA)
+    for number, (words, colour) in enumerate(((reading, (255, 220, 0)), (text + "_", (255, 255, 255)))):
+        while len(words) > 1 and cv2.getTextSize(words, FONT, scale, thickness)[0][0] > width - 2 * margin:
+            words = words[1:]  # a text wider than the frame: its end, which is what was just spelled
+        baseline = height - band + int(line * (number + 0.8))
+        cv2.putText(canvas, words, (margin, baseline), FONT, scale, colour, thickness, cv2.LINE_AA)
     return canvas
 
 
@@ -123,9 +134,10 @@ def video_writer(path: Path, fps: float, width: int, height: int):
             writer.release()
 
 
-def spell(classifier, capture: cv2.VideoCapture, speller, fps: float, live: bool, out: Path | None = None,
-          on_commit=lambda committed: None) -> int:
-    """Read the capture to its end (or Ctrl-C) into `speller`; returns the number of frames read.
+def spell(classifier, capture: cv2.VideoCapture, reader: StreamReader, fps: float, live: bool,
+          out: Path | None = None, on_commit=lambda committed: None) -> int:
+    """Read the capture to its end (or Ctrl-C) into `reader` (its speller holds the text); returns the number of
+    frames read.
 
     on_commit is called with each sign as the speller takes it; out: also write the annotated frames there.
     """
@@ -134,18 +146,16 @@ def spell(classifier, capture: cv2.VideoCapture, speller, fps: float, live: bool
         write = None
         try:
             for index, seconds, rgb in sampled_frames(capture, fps, live):
-                [analysis] = classifier.analyse([rgb], with_heatmaps=False)
-                best = int(np.argmax(analysis.probabilities))
-                label, probability = classifier.classes[best], float(analysis.probabilities[best])
-                committed = speller.feed(label, probability, analysis.hand_found, index, seconds)
-                if committed is not None:
-                    on_commit(committed)
+                [analysis] = classifier.analyse([rgb], with_heatmaps=False, track=reader.track)
+                reading = reader.feed(analysis, classifier.classes, index, seconds)
+                if reading.committed is not None:
+                    on_commit(reading.committed)
                 if out is not None:
                     if write is None:  # the size of the frames themselves, whatever the source declared
                         height, width = rgb.shape[:2]
                         write = stack.enter_context(video_writer(out, read_rate(capture, fps), width, height))
-                    reading = "no hand" if analysis.hand_found is False else f"{label} {probability:.2f}"
-                    write(annotate(rgb, analysis.hand, classifier.spec.uses_hands, reading, speller.text))
+                    write(annotate(rgb, analysis.hand, classifier.spec.uses_hands, reading.describe(),
+                                   reader.speller.text))
                 frames += 1
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a camera session ends: what was spelled so far is kept

@@ -22,7 +22,11 @@ Keys (see benchmarks/README.md for the figures measured here):
   predict_heatmap_ms_per_image   the same with Grad-CAM, fused model (backbone + hand_landmarks + svm)
   predict_ms_per_image_repo_model   predict_ms_per_image of the served variant's model that `dvc repro`
                           trained here (models/<serve.model>/model.keras: models/reader/), when there is one
-  spell_fps               frames per second of `spell` (video.spell) on an MJPG video of the photos, default model
+  spell_fps               frames per second of `spell` (video.spell, hand tracked) on an MJPG video of the photos,
+                          default model
+  motion_loso_*, tracking_speedup, spell_fps_*_signer_videos, *_right_*   benchmarks/motion_letters.py: J and Z
+                          from the motion, leaving one signer out; `spell` with and without tracking on the signer
+                          videos and on words of held-out sample frames (--only motion runs this part alone)
   live_page_fps           frames per second through the demo page's live endpoint (asl_pipeline/live.py): the
                           same photos as JPEGs posted over HTTP one at a time, each answer awaited, default model
   personalisation_k<k>_<set>   accuracy on a new signer's other photos after k photos per letter of theirs
@@ -40,7 +44,7 @@ Params: the hand-landmark figures use the train params of the params.yaml varian
 alone (reader), the backbone figures (exp30, bf16) those of the one that reads the backbone alone (resnet50):
 benchmarks/bench_variants.py picks them by what they read, the served variant first.
 
-Run: make bench   (or: python benchmarks/run.py [--skip-scale] [--images 256]; --flood-only: the serving flood alone)
+Run: make bench   (or: python benchmarks/run.py [--skip-scale] [--images 256]; --only flood|motion: one family alone)
 """
 import argparse
 import contextlib
@@ -64,7 +68,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_variants import BACKBONE, LANDMARKS, variant_reading  # noqa: E402
-import serving_flood  # noqa: E402
+import motion_letters  # noqa: E402  (benchmarks/motion_letters.py)
+import serving_flood  # noqa: E402  (benchmarks/serving_flood.py)
 SHARED = REPO.parent / "shared"
 SAMPLE = SHARED / "data" / "asl-sample"
 TRAIN_DIR = SAMPLE / "asl_alphabet_train"
@@ -84,6 +89,9 @@ TARGETS = {  # key: (comparison, bound)
     "live_page_fps": (">=", 10),
     "flood_peak_rss_mib": ("<=", 2048),
     "flood_unanswered": ("<=", 0),
+    "motion_loso_found": (">=", 6),
+    "motion_loso_static_clean": (">=", 95),
+    "tracking_speedup": (">=", 1.5),
     "personalisation_k1_asl-other-dev": (">=", 0.90),
     "personalisation_k1_asl-webcam-dev": (">=", 0.85),
 }
@@ -424,7 +432,7 @@ def predict(bench: Bench, workdir: Path) -> dict:
               "predict_ms_per_image_fused": median_ms(classifiers["fused"], False),
               "predict_heatmap_ms_per_image": median_ms(classifiers["fused"], True)}
     repo_model = served_model()
-    if repo_model.is_file():  # the model `dvc repro` last trained here (its svm has the sample's support vectors)
+    if repo_model is not None:  # the model `dvc repro` last trained here (its svm has the sample's support vectors)
         try:
             classifier = inference.load_classifier(repo_model)
         except Exception as error:  # another session may be rewriting it: the figures above stand alone
@@ -441,7 +449,7 @@ def spell_fps(bench: Bench, workdir: Path) -> dict:
     import cv2
 
     from asl_pipeline import images, inference, video
-    from asl_pipeline.speller import Speller
+    from asl_pipeline.stream import StreamReader
 
     clip = workdir / "spell.avi"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (200, 200))
@@ -453,7 +461,7 @@ def spell_fps(bench: Bench, workdir: Path) -> dict:
     capture = video.open_source(clip, None)
     try:
         start = time.perf_counter()
-        frames = video.spell(classifier, capture, Speller(), fps=10, live=False)
+        frames = video.spell(classifier, capture, StreamReader(), fps=10, live=False)
         seconds = time.perf_counter() - start
     finally:
         capture.release()
@@ -698,6 +706,13 @@ def scale(args) -> dict:
     return result
 
 
+def served_model() -> Path | None:
+    """The served variant's model that `dvc repro` trained here, for `spell` on the signer videos; None if absent."""
+    from asl_pipeline.config import project_paths
+    model_file = project_paths(REPO).variant(repo_params().served).model_files.model
+    return model_file if model_file.is_file() else None
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 def table(results: dict, about: dict) -> str:
@@ -722,23 +737,29 @@ FLOOD_ABOUT = ("benchmarks/serving_flood.py in a child process, the served varia
                "JPEG); flood_rss_before_mib: RSS before the flood")
 
 
-def served_model() -> Path:
-    from asl_pipeline.config import project_paths
-    return project_paths(REPO).variant(repo_params().served).model_files.model
+# --only NAME: one family of figures measured alone (from the served model `dvc repro` trained here, or None)
+# and merged into the results file beside the others, which it leaves as they are.
+PARTS = {"flood": serving_flood.measure, "motion": motion_letters.measure}
+ABOUT = {"flood": FLOOD_ABOUT}
 
 
-def flood_only(args, previous: dict, started) -> None:
-    """--flood-only: the serving flood, its figures merged into the results file beside the others."""
+def only(name: str, args, previous: dict, started) -> None:
     from asl_pipeline.atomic import write_json
 
-    log("serving flood: 40 large images to each of the demo's paths from 20 clients")
-    results = {key: round(value, 4) if isinstance(value, float) else value
-               for key, value in serving_flood.measure(served_model()).items()}
-    about = {**previous.get("about", {}), "flood": FLOOD_ABOUT, "flood_measured": started.isoformat(timespec="seconds"),
-             "flood_command": "python benchmarks/run.py " + " ".join(sys.argv[1:]), "flood_load_average": os.getloadavg()}
-    kept = {key: value for key, value in previous.items() if not key.startswith("flood_") and key != "about"}
-    write_json(args.output, {**kept, **results, "about": about})
-    print(table(results, about))
+    log(f"{name} alone, merged into {args.output}")
+    model_file = served_model()
+    figures = {key: round(value, 4) if isinstance(value, float) else value
+               for key, value in PARTS[name](model_file).items()}
+    about = {**previous.get("about", {}), f"{name}_measured": started.isoformat(timespec="seconds"),
+             f"{name}_command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
+             f"{name}_model": None if model_file is None else model_file.relative_to(REPO).as_posix(),
+             f"{name}_load_average": os.getloadavg()}
+    if name in ABOUT:
+        about[name] = ABOUT[name]
+    kept = {key: value for key, value in previous.items()
+            if not key.startswith(f"{name}_") and key not in ("machine", "about")}
+    write_json(args.output, {**kept, **figures, "machine": previous.get("machine", machine()), "about": about})
+    print(table(figures, about))
     print(f"written: {args.output}")
 
 
@@ -757,8 +778,6 @@ def main():
     parser.add_argument("--skip-scale", action="store_true",
                         help="leave out the `dvc repro` scale run (~22 min here); keeps the last scale figures, marked")
     parser.add_argument("--scale-only", action="store_true", help="only the scale run, merged into the results")
-    parser.add_argument("--flood-only", action="store_true",
-                        help="only the serving flood (~2 min here), merged into the results")
     parser.add_argument("--scale-per-class", default="all")
     parser.add_argument("--scale-variants", nargs="+", metavar="NAME",
                         help="the scale run's `dvc repro` trains only these params.yaml variants (default: all of "
@@ -769,6 +788,10 @@ def main():
     parser.add_argument("--skip-personalisation", action="store_true",
                         help="leave out the personalisation run (~5 min here); keeps the last figures, marked")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--only", choices=sorted(PARTS),
+                        help="one family alone, merged into the results without touching the other figures: flood "
+                             "(benchmarks/serving_flood.py, ~2 min here), motion (benchmarks/motion_letters.py: J/Z "
+                             "leaving one signer out, spell with and without tracking)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -778,8 +801,8 @@ def main():
 
     started = datetime.datetime.now().astimezone()
     previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    if args.flood_only:
-        return flood_only(args, previous, started)
+    if args.only:
+        return only(args.only, args, previous, started)
     about = {"date": started.isoformat(timespec="seconds"), "command": "python benchmarks/run.py " +
              " ".join(sys.argv[1:]), "load_average_start": os.getloadavg(),
              "images": args.images, "image_size": args.image_size, "batch_size": args.batch_size,
@@ -825,6 +848,8 @@ def main():
             results |= spell_fps(bench, Path(tmp))
             log("live page frames per second")
             results |= live_page_fps(bench, Path(tmp))
+            log("J and Z from the motion; spell with and without tracking (long)")
+            results |= motion_letters.measure(served_model())
             if getattr(bench, "repo_model", None):
                 model_path, featurizers = bench.repo_model
                 about["predict_ms_per_image_repo_model"] = (f"{model_path} of this checkout, the served variant "

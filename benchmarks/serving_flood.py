@@ -9,7 +9,7 @@ about the largest frame the endpoint takes, to the live one. Every request must 
 refusal that says why (too large, busy); a reset connection or an internal error counts as unanswered.
 
 Runs in a child process of its own (the default model loaded, then the peak RSS reset), so the peak is the
-server's alone. Part of `make bench`; alone: python benchmarks/run.py --flood-only (merged into results.json),
+server's alone. Part of `make bench`; alone: python benchmarks/run.py --only flood (merged into results.json),
 or python benchmarks/serving_flood.py [--model FILE] (prints the figures).
 """
 import argparse

@@ -121,7 +121,7 @@ def test_the_flood_alone_is_merged_into_the_results_beside_the_other_figures(tmp
                                   "about": {"date": "earlier"}}))
     monkeypatch.setattr(bench.serving_flood, "measure",
                         lambda model: {"flood_peak_rss_mib": 1234.56789, "flood_unanswered": 0})
-    monkeypatch.setattr(sys, "argv", ["run.py", "--flood-only", "--output", str(output)])
+    monkeypatch.setattr(sys, "argv", ["run.py", "--only", "flood", "--output", str(output)])
     bench.main()
     results = json.loads(output.read_text())
     assert results["live_page_fps"] == 40.5 and results["machine"] == {"cores": 2}  # the others' figures stay

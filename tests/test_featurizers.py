@@ -74,15 +74,15 @@ def test_a_left_hand_is_read_from_the_mirrored_photo():
     right_twin = mirrored(left)
     photo = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     landmarker = FakeLandmarker(right_twin)
-    assert read_as_right_hand(landmarker, photo, left) is right_twin
+    assert read_as_right_hand(landmarker.detect, photo, left) is right_twin
     np.testing.assert_array_equal(landmarker.photos[0], photo[:, ::-1])  # it looked at the mirrored photo
 
 
 def test_a_right_hand_or_no_hand_is_read_as_found():
     right, landmarker = make_hand(handedness=0.8), FakeLandmarker(None)
     photo = np.zeros((4, 4, 3), np.uint8)
-    assert read_as_right_hand(landmarker, photo, right) is right
-    assert read_as_right_hand(landmarker, photo, None) is None
+    assert read_as_right_hand(landmarker.detect, photo, right) is right
+    assert read_as_right_hand(landmarker.detect, photo, None) is None
     assert landmarker.photos == []  # no second detection for a right hand
 
 
@@ -91,7 +91,7 @@ def test_of_a_hand_and_its_mirror_the_more_right_handed_is_read(mirror_handednes
     """The same choice for a photo and for its mirror image: so both read alike."""
     left = make_hand(handedness=0.2)
     other = None if mirror_handedness is None else make_hand(synthetic_landmarks(1), handedness=mirror_handedness)
-    chosen = read_as_right_hand(FakeLandmarker(other), np.zeros((4, 4, 3), np.uint8), left)
+    chosen = read_as_right_hand(FakeLandmarker(other).detect, np.zeros((4, 4, 3), np.uint8), left)
     assert chosen is (left if expected == "original" else other)
 
 

@@ -21,7 +21,8 @@ from asl_pipeline import images, live, serve, uploads
 from asl_pipeline.inference import load_classifier
 from helpers import needs_sample
 from test_serve import CHROMIUM, CHROMIUM_ARGS, PROJECT, browser_api, free_port, serving  # noqa: F401 (a fixture)
-from test_spell import WORD, sample_photos, train_landmark_svm, word_signs
+from test_spell import (SIGNER_VIDEOS, WORD, needs_signer_videos, sample_photos, train_landmark_svm, video_frames,
+                        word_signs)
 
 SCREENSHOT = PROJECT / "docs" / "live.png"
 CAMERA_FPS = 30  # a webcam's
@@ -70,7 +71,21 @@ def test_a_frame_gives_the_letter_the_hand_and_the_text(demo):
     points = np.array(first["landmarks"])
     assert points.shape == (21, 2) and (points >= 0).all() and (points <= 200).all()
     assert [answer["text"] for answer in answers] == ["", "", "", "", "C", "C"]  # 5 of 6 frames hold a sign
+    assert not any(answer["motion"] for answer in answers)
     assert json.loads(json.dumps(first)) == first  # plain JSON
+
+
+@needs_signer_videos
+def test_a_j_drawn_at_the_camera_is_read_from_the_motion_and_said_so(demo):
+    # A real signer's J (signer 2, whom the motion thresholds were not measured on), at the page's 10 frames a second.
+    frames = [jpeg(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+              for bgr in video_frames(SIGNER_VIDEOS / "J" / "signer2.mp4")[::CAMERA_FPS // live.SPELL_FPS]]
+    sessions = live.LiveSessions(demo)
+    session = sessions.open()["session"]
+    answers = [sessions.frame(session, frame) for frame in frames]
+    drawn = [answer for answer in answers if answer["motion"]]
+    assert drawn and all(answer["label"] == "J" for answer in drawn)
+    assert answers[-1]["text"].endswith("J")
 
 
 @needs_sample
@@ -375,7 +390,7 @@ def test_a_failing_model_answers_an_error_and_the_endpoint_keeps_serving():
     class Broken:
         classifier = None
 
-        def analyse(self, photo, with_heatmaps):
+        def analyse(self, photo, with_heatmaps, track=None):
             raise RuntimeError("the model fell over")
 
     with live_endpoint(Broken()) as server:

@@ -14,9 +14,12 @@ import yaml
 from asl_pipeline import cli, hand_model, images, model, training, video
 from asl_pipeline.config import ModelFiles
 from asl_pipeline.featurizers import Featurizer
-from helpers import HAND_BUNDLE, SAMPLE, make_spec, needs_sample, train_params
+from helpers import HAND_BUNDLE, SAMPLE, SHARED, make_spec, needs_sample, train_params
 
 TRAIN = SAMPLE / "asl_alphabet_train"
+SIGNER_VIDEOS = SHARED / "data" / "asl-signer-videos"
+needs_signer_videos = pytest.mark.skipif(not (SIGNER_VIDEOS / "J" / "signer2.mp4").is_file() or not SAMPLE.is_dir(),
+                                         reason=f"needs the sample and the signer videos under {SHARED}")
 PROJECT = Path(__file__).resolve().parents[1]
 FPS = 10
 WORD = "CAB"
@@ -80,6 +83,33 @@ def test_a_video_of_sample_photos_spells_cab(model_file, cab_video, capsys):
     captured = capsys.readouterr()
     assert captured.out == f"{WORD}\n"
     assert [line.split()[2] for line in captured.err.splitlines()] == list(WORD)  # each letter as it is taken
+
+
+@needs_sample
+def test_without_tracking_the_same_word_is_spelled(model_file, cab_video, capsys):
+    assert spell(cab_video, "--model", model_file, "--no-tracking") == 0
+    assert capsys.readouterr().out == f"{WORD}\n"
+
+
+@pytest.fixture(scope="module")
+def handshapes_model(tmp_path_factory):
+    """A model of the still letters J and Z start from (I; an index pointing, read as D), and B."""
+    return train_landmark_svm(["B", "D", "I", "nothing"], 15, tmp_path_factory.mktemp("handshapes"))
+
+
+@needs_signer_videos
+@pytest.mark.parametrize("letter", ["J", "Z"])
+def test_a_signers_video_of_a_motion_letter_spells_it(handshapes_model, letter, capsys):
+    """A real signer's J and Z (signer 2, whom the motion thresholds were not measured on), read from the motion."""
+    assert spell(SIGNER_VIDEOS / letter / "signer2.mp4", "--model", handshapes_model, "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["text"] == letter
+
+
+@needs_signer_videos
+def test_a_signers_video_of_a_held_letter_spells_it(handshapes_model, capsys):
+    assert spell(SIGNER_VIDEOS / "B" / "signer2.mp4", "--model", handshapes_model) == 0
+    assert capsys.readouterr().out == "B\n"
 
 
 @needs_sample
@@ -203,6 +233,31 @@ def test_frames_over_the_limit_are_refused_from_the_header(tmp_path, monkeypatch
 def test_spell_help_documents_every_option():
     text = subprocess.run([sys.executable, "-m", "asl_pipeline", "spell", "--help"], cwd=PROJECT,
                           capture_output=True, text=True, check=True).stdout
-    for option in ("--camera", "--model", "--fps", "--window", "--min-share", "--min-probability", "--json",
-                   "--out"):
+    for option in ("--camera", "--model", "--fps", "--window", "--min-share", "--min-probability", "--no-tracking",
+                   "--json", "--out"):
         assert option in text
+
+
+def drawn_text_height(frame: np.ndarray, original: np.ndarray) -> int:
+    """Rows of the annotated frame's band where the reading's yellow letters were drawn."""
+    red, blue = frame[..., 0].astype(int), frame[..., 2].astype(int)
+    yellow = (red > 40) & (blue < red // 2) & (original.sum(axis=2) == 0)  # antialiased edges included
+    rows = np.flatnonzero(yellow.any(axis=1))
+    return int(rows.max() - rows.min() + 1) if len(rows) else 0
+
+
+@pytest.mark.parametrize("width, height", [(200, 200), (1080, 1920), (1920, 1080), (640, 480)])
+def test_the_annotated_words_scale_with_the_frame(width, height):
+    original = np.zeros((height, width, 3), np.uint8)
+    annotated = video.annotate(original, None, False, "B 0.63", "CAB")
+    letters = drawn_text_height(annotated, original)
+    # A capital is the same share of the shorter side on a phone's video as on a tiny one: readable on both.
+    assert letters / min(width, height) == pytest.approx(video.LINE_SHARE * video.CAPITAL_SHARE, rel=0.25)
+    assert letters >= 9
+
+
+def test_a_long_text_shows_its_end_within_the_frame():
+    original = np.zeros((200, 200, 3), np.uint8)
+    annotated = video.annotate(original, None, False, "B 0.63", "ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 3)
+    white = (annotated > 200).all(axis=2)
+    assert white.any() and not white[:, -2:].any()  # drawn, and not cut off at the right edge

@@ -81,3 +81,48 @@ def test_a_model_without_hands_reads_every_frame():
 def test_bad_params_are_refused(params):
     with pytest.raises(ValueError):
         Speller(**params)
+
+
+def motion_frames(letter: str, count: int) -> list:
+    """Frames whose motion the motion reader read as `letter`, the hand in that letter's handshape."""
+    return [("I", 0.6, True, letter, {letter})] * count
+
+
+def shaped(label: str, count: int, shape: str) -> list:
+    """Frames read still as `label`, the hand in the handshape of the motion letter `shape`."""
+    return [(label, 0.6, True, None, {shape})] * count
+
+
+def spell_with_motion(sequence, **params) -> Speller:
+    speller = Speller(**params)
+    for index, (label, probability, hand_found, *motion) in enumerate(sequence):
+        speller.feed(label, probability, hand_found, index, index / FPS, *motion)
+    return speller
+
+
+def test_a_motion_letter_is_taken_on_its_first_frame_and_held_like_any_sign():
+    speller = spell_with_motion(frames("A", 8) + motion_frames("Z", 4) + frames("nothing", 6) + motion_frames("Z", 2))
+    assert speller.text == "AZZ"  # one Z for 4 frames of motion; the second after a release
+    assert [event.frame for event in speller.committed] == [4, 8, 18]
+
+
+def test_a_still_frame_read_as_j_or_z_is_no_letter():
+    assert spell(frames("J", 20) + frames("Z", 20)).text == ""
+    # ... and it does not release a held letter either
+    assert spell(frames("A", 8) + frames("Z", 8) + frames("A", 8)).text == "A"
+
+
+@pytest.mark.parametrize("still, letter", [("I", "J"), ("X", "Z"), ("D", "Z")])
+def test_the_handshape_a_motion_starts_and_ends_in_is_part_of_it(still, letter):
+    # The handshape held long enough to be taken as a still letter, then drawn into the motion without a
+    # release, then held after it: one motion letter.
+    speller = spell_with_motion(shaped(still, 8, letter) + motion_frames(letter, 3) + shaped(still, 10, letter))
+    assert speller.text == letter and [event.label for event in speller.committed] == [letter]
+    # Released before the motion, the still letter is a letter of its own.
+    released = shaped(still, 8, letter) + frames("nothing", 6) + motion_frames(letter, 3)
+    assert spell_with_motion(released).text == still + letter
+    # A letter taken from another handshape stays: the hand changed shape before drawing the motion.
+    assert spell_with_motion(frames("A", 8) + motion_frames(letter, 3)).text == "A" + letter
+    # And the still letter signed again after a release, once the motion is done, is a new letter.
+    after = motion_frames(letter, 3) + frames("nothing", 6) + shaped(still, 8, letter)
+    assert spell_with_motion(after).text == letter + still

@@ -152,7 +152,8 @@ def accuracy_table(scores: dict, signer_scores: dict) -> dict:
             table[name] = row
         return table
     except (KeyError, TypeError, AttributeError) as error:
-        raise PipelineError(f"an evaluate.json or signers.json lacks its scores ({error!r}): re-run `dvc repro`") from None
+        raise PipelineError(f"an evaluate.json or signers.json lacks its scores ({error!r}): re-run `dvc repro "
+                            "evaluate signers`") from None
 
 
 def format_accuracy_table(table: dict) -> str:

@@ -739,7 +739,7 @@ FLOOD_ABOUT = ("benchmarks/serving_flood.py in a child process, the served varia
 
 # --only NAME: one family of figures measured alone (from the served model `dvc repro` trained here, or None)
 # and merged into the results file beside the others, which it leaves as they are.
-PARTS = {"flood": serving_flood.measure, "motion": motion_letters.measure}
+PARTS = {"flood": serving_flood, "motion": motion_letters}  # each module's measure(model_file) -> figures
 ABOUT = {"flood": FLOOD_ABOUT}
 
 
@@ -749,7 +749,7 @@ def only(name: str, args, previous: dict, started) -> None:
     log(f"{name} alone, merged into {args.output}")
     model_file = served_model()
     figures = {key: round(value, 4) if isinstance(value, float) else value
-               for key, value in PARTS[name](model_file).items()}
+               for key, value in PARTS[name].measure(model_file).items()}
     about = {**previous.get("about", {}), f"{name}_measured": started.isoformat(timespec="seconds"),
              f"{name}_command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
              f"{name}_model": None if model_file is None else model_file.relative_to(REPO).as_posix(),

@@ -80,9 +80,9 @@ def test_a_j_drawn_at_the_camera_is_read_from_the_motion_and_said_so(demo):
     # A real signer's J (signer 2, whom the motion thresholds were not measured on), at the page's 10 frames a second.
     frames = [jpeg(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
               for bgr in video_frames(SIGNER_VIDEOS / "J" / "signer2.mp4")[::CAMERA_FPS // live.SPELL_FPS]]
-    sessions = live.LiveSessions(demo)
-    session = sessions.open()["session"]
-    answers = [sessions.frame(session, frame) for frame in frames]
+    sessions = live.LiveSessions(demo, PAGES)
+    session = sessions.open(PAGE)["session"]
+    answers = [sessions.frame(session, PAGE, frame) for frame in frames]
     drawn = [answer for answer in answers if answer["motion"]]
     assert drawn and all(answer["label"] == "J" for answer in drawn)
     assert answers[-1]["text"].endswith("J")

@@ -325,15 +325,24 @@ SCORES = {
     "resnet50": evaluate_json({"test": 0.23414, "asl-other-dev": 0.02308, "kaggle_test": 0.5}),
     "reader": evaluate_json({"test": 0.956149, "asl-other-dev": 0.76154, "kaggle_test": 0.89286}),
 }
-TABLE = {"resnet50": {"test": 0.2341, "asl-other-dev": 0.0231, "kaggle_test": 0.5},
-         "reader": {"test": 0.9561, "asl-other-dev": 0.7615, "kaggle_test": 0.8929}}
+SIGNER_SCORES = {"resnet50": {"signers": {"kaggle": {"accuracy": 0.03, "n": 9}}, "mean": 0.1207},
+                 "reader": {"signers": {"kaggle": {"accuracy": 0.5, "n": 9}}, "mean": 0.7389}}
+TABLE = {"resnet50": {"test": 0.2341, "asl-other-dev": 0.0231, "signers_left_out": 0.1207, "kaggle_test": 0.5},
+         "reader": {"test": 0.9561, "asl-other-dev": 0.7615, "signers_left_out": 0.7389, "kaggle_test": 0.8929}}
 
 
 def test_accuracy_table_keeps_the_order_and_rounds_to_4_places():
-    table = evaluation.accuracy_table(SCORES)
+    table = evaluation.accuracy_table(SCORES, SIGNER_SCORES)
     assert table == TABLE
     assert list(table) == ["resnet50", "reader"]  # the variants' order, not sorted
-    assert all(list(row) == ["test", "asl-other-dev", "kaggle_test"] for row in table.values())  # the sets' order
+    # The sets' order, the leave-one-signer-out mean beside the other people's sets, Kaggle's few photos last.
+    assert all(list(row) == ["test", "asl-other-dev", "signers_left_out", "kaggle_test"] for row in table.values())
+
+
+def test_accuracy_table_of_a_single_signer_has_no_left_out_mean():
+    one_signer = {name: {"signers": {}, "mean": None} for name in SCORES}
+    assert all(row["signers_left_out"] is None for row in evaluation.accuracy_table(SCORES, one_signer).values())
+    assert "  -  " in evaluation.format_accuracy_table(evaluation.accuracy_table(SCORES, one_signer))
 
 
 @pytest.mark.parametrize("result", [{"mirror_consistency": {"test": 1.0}}, {"accuracy": 0.9}, None, [],
@@ -341,7 +350,7 @@ def test_accuracy_table_keeps_the_order_and_rounds_to_4_places():
                          ids=["no accuracy", "accuracy not per set", "null", "a list", "no number"])
 def test_accuracy_table_of_an_evaluate_json_without_accuracy_per_set_names_the_fix(result):
     with pytest.raises(PipelineError) as caught:
-        evaluation.accuracy_table({"reader": SCORES["reader"], "resnet50": result})
+        evaluation.accuracy_table({"reader": SCORES["reader"], "resnet50": result}, SIGNER_SCORES)
     message = str(caught.value)
     assert "evaluate.json" in message and "dvc repro evaluate" in message and "\n" not in message
 
@@ -368,13 +377,16 @@ def test_format_accuracy_table_puts_every_value_under_its_set_name():
 
 
 def write_compare_project(stage_project, scores: dict) -> Paths:
-    """params.yaml with the variants resnet50 then reader, and each variant's evaluate.json from `scores`."""
+    """params.yaml with the variants resnet50 then reader, and each variant's evaluate.json from `scores` and
+    signers.json from SIGNER_SCORES."""
     stage_project.set(variants={"resnet50": resnet(), "reader": reader()}, serve={"model": "reader"})
     paths = Paths(stage_project.root)
     for name, result in scores.items():
         folder = paths.variant(name).metrics
         folder.mkdir(parents=True)
         (folder / "evaluate.json").write_text(json.dumps(result), encoding="utf-8")
+        (folder / "signers.json").write_text(json.dumps(SIGNER_SCORES.get(name, {"signers": {}, "mean": None})),
+                                             encoding="utf-8")
     return paths
 
 

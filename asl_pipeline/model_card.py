@@ -112,7 +112,8 @@ def model_card(variant: str, params: Params, spec: FeatureSpec, run: dict, split
         "photos in `data/my-hand/<LETTER>/`, then `dvc repro`; README, \"Teach it your hand\"). In the "
         "measurement of `make bench` (personalisation) that lifts a new signer's other photos far more than "
         "any change of model here.",
-        "- J and Z are motion letters in ASL; here they are single still frames.",
+        "- J and Z are motion letters in ASL: this model reads still frames; `spell` and the live page read J and Z "
+        "from the hand's motion (motion.py).",
         "",
         "## Reproduce",
         f"- Trained from git commit `{run.get('git_commit')}`" + (" with uncommitted changes" if run.get("git_dirty")

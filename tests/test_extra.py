@@ -119,3 +119,22 @@ def test_inputs_resolve_against_the_real_project_from_an_experiment_copy(tmp_pat
     assert config.input_path(copy, "../shared/data/x") == project / "../shared/data/x"
     assert config.input_path(project, "data/my-hand") == project / "data/my-hand"
     assert config.input_path(copy, "/abs/path") == Path("/abs/path")
+
+
+def test_kaggle_datasets_are_downloaded_by_name_into_data_extra_kaggle(tmp_path, monkeypatch):
+    def fake_download(dataset, folder):  # what the Kaggle API hands back: the dataset's zip
+        folder.mkdir(parents=True)
+        with zipfile.ZipFile(folder / "archive.zip", "w") as archive:
+            archive.writestr(f"{dataset.split('/')[1]}/B/b1.png", photo_bytes(7))
+        return folder / "archive.zip"
+
+    monkeypatch.setattr(extra.download, "kaggle_download", fake_download)
+    dest = tmp_path / "data" / "extra" / config.EXTRA_KAGGLE_NAME
+    assert extra.gather_kaggle(["owner/first", "owner/second"], tmp_path, dest) == {
+        "kaggle:owner/first": 1, "kaggle:owner/second": 1}
+    rows = extra.read_manifests(tmp_path / "data" / "extra",
+                                config.DataParams("local", "x", "a/b", extra_kaggle=("owner/first", "owner/second")))
+    assert [(r["origin"], r["path"], r["source_file"]) for r in rows] == [
+        ("kaggle:owner/first", "data/extra/kaggle/0/B/b1.png", "first/B/b1.png"),
+        ("kaggle:owner/second", "data/extra/kaggle/1/B/b1.png", "second/B/b1.png")]
+    assert all((tmp_path / r["path"]).is_file() for r in rows) and not (dest / ".unpacked").exists()

@@ -177,6 +177,7 @@ def test_repro_runs_every_stage_of_every_variant_then_is_up_to_date(project):
     assert details["test"]["accuracy"] > 1 / 3  # landmarks tell these three letters apart better than chance
     assert 0.5 < _json(project, "metrics/variants/reader/hands.json")["hand_found"] <= 1
     featurize = _json(project, "metrics/variants/reader/featurize.json")
+    assert set(featurize) == {"pretrained", "images", "hand_found"}  # the features, not the machine's speed
     assert set(featurize["hand_found"]) >= {"train", "val", "test", "all_outside_nothing"}
     assert set(_json(project, "metrics/variants/reader/hands_per_class.json")["train"]) == set(CLASSES)
     assert "Most confused" in (project / "models/MODEL_CARD_reader.md").read_text() or \

@@ -689,6 +689,9 @@ def test_teach_mode_in_a_real_browser(browser_api, running_server):
                 [{"name": tracker, "mimeType": "image/jpeg", "buffer": b"not a photo"},
                  {"name": photo.name, "mimeType": "image/jpeg", "buffer": photo.read_bytes()}])
             browser_api.expect(page.get_by_text("not a photo", exact=False)).to_have_count(0)
+            # Both uploaded before Save (on a busy machine a click can come first, and nothing is there to save).
+            browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(2, timeout=30_000)
+            page.wait_for_load_state("networkidle")  # their uploads to the server done, not only their chips drawn
             page.get_by_role("button", name=f"Save as {letter}").click()
             refused = page.get_by_role("alert").filter(has_text="Nothing was saved")
             browser_api.expect(refused).to_contain_text(f"{tracker}: This file is not an image", timeout=60_000)

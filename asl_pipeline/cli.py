@@ -1,5 +1,6 @@
 """Command line: `python -m asl_pipeline predict PATH [PATH ...]` classifies photos with the trained model;
-`spell VIDEO` spells the letters signed in a video; `serve` opens the demo page."""
+`spell VIDEO` spells the letters signed in a video; `serve` opens the demo page; `drop-absent` fits params.yaml
+to a clone without ../shared."""
 import argparse
 import json
 import sys
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images per forward pass (default: %(default)s)")
     predict.set_defaults(run=predict_command)
     add_spell_parser(commands)
+    add_drop_absent_parser(commands)
     serve = commands.add_parser(
         "serve", help="try the model in a browser: a local page for photos, webcam snapshots and live spelling",
         description="Load the model once and serve a web page (Streamlit) that classifies a dropped or "
@@ -162,6 +164,17 @@ def add_spell_parser(commands) -> None:
                        help="also write the frames read, annotated with the hand skeleton, the current reading "
                             "and the text, to this .mp4 or .avi")
     spell.set_defaults(run=spell_command)
+
+
+def add_drop_absent_parser(commands) -> None:
+    drop = commands.add_parser(
+        "drop-absent", help="remove from params.yaml the folders outside the repository this clone lacks",
+        description="Remove from params.yaml every data.extra_train entry and evaluate.extra_sets folder that lies "
+                    "outside the repository and does not exist here (a clone without ../shared), keeping its "
+                    "comments, and print each; `make pipeline` runs it before `dvc repro`. A folder inside the "
+                    "repository is never removed: an absent one there stays DVC's error. Run from the project "
+                    "root.")
+    drop.set_defaults(run=drop_absent_command)
 
 
 def find_images(paths) -> tuple[list[Path], list[str]]:
@@ -278,6 +291,16 @@ def spell_command(args) -> int:
     else:
         print(speller.text)
     return 1 if unread else 0
+
+
+def drop_absent_command(args) -> int:
+    from asl_pipeline import absent_inputs
+
+    for param, folder in absent_inputs.drop_absent(project_paths().root):
+        print(f"params.yaml: {param} {folder} is not on this machine (outside the repository): removed, so "
+              "this clone runs without it; `git diff params.yaml` shows it (docs/data.md, \"A clone without "
+              "../shared\")")
+    return 0
 
 
 def serve_command(args) -> int:

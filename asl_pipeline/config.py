@@ -29,6 +29,11 @@ DISTRIBUTE = ("none", "mirrored", "multi_worker")
 MY_HAND_DIR = Path("data/my-hand")
 
 
+# run.json's key for the sha256 of everything the train run read (training.inputs_digest): the same inputs give the
+# same digest on any machine, so it names a model where a git commit cannot (training.provenance).
+INPUTS_DIGEST = "inputs_sha256"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelFiles:
     """A saved model and the files it is useless without, all in its folder: copying or `dvc pull`ing the
@@ -38,7 +43,7 @@ class ModelFiles:
 
     labels = property(lambda self: self.model.with_name("labels.json"))  # class names, in output order
     spec = property(lambda self: self.model.with_name("featurizers.json"))  # how photos become inputs
-    run = property(lambda self: self.model.with_name("run.json"))  # pretrained?, git commit, experiment
+    run = property(lambda self: self.model.with_name("run.json"))  # pretrained?, params, experiment, INPUTS_DIGEST
     hand_model = property(lambda self: self.model.with_name("hand_landmarker.task"))  # when hands are used
 
 
@@ -607,9 +612,12 @@ def params_from_record(record: dict, source: Path) -> Params:
                             "it comes from an older run; re-run `dvc repro`") from None
 
 
-def stage_variant(argv: list) -> str:
-    """The variant a per-variant stage runs for: its one argument (dvc.yaml: `python -m stages.X ${key}`)."""
+def variant_stage(argv: list, root: Path | None = None) -> tuple:
+    """What a per-variant stage starts from (dvc.yaml: `python -m stages.X ${key}`): the project's Paths, the
+    variant's name (the stage's one argument), its Params and its VariantPaths."""
     if len(argv) != 2:
         raise PipelineError(f"usage: python -m stages.{Path(argv[0]).stem} VARIANT (a name under params.yaml "
                             "'variants'); `dvc repro` passes it")
-    return argv[1]
+    paths = project_paths(root)
+    name = argv[1]
+    return paths, name, load_params(paths.params).variant(name), paths.variant(name)

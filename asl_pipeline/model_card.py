@@ -1,7 +1,8 @@
 """models/MODEL_CARD_<variant>.md: what a model variant is, what it was trained and scored on, and where it fails."""
 import collections
+from pathlib import Path
 
-from asl_pipeline.config import Params
+from asl_pipeline.config import INPUTS_DIGEST, Params, VariantPaths
 from asl_pipeline.featurizers import FeatureSpec
 
 CONFUSIONS_SHOWN = 5
@@ -119,11 +120,11 @@ def model_card(variant: str, params: Params, spec: FeatureSpec, run: dict, split
         "from the hand's motion (motion.py).",
         "",
         "## Reproduce",
-        f"- Trained from git commit `{run.get('git_commit')}`" + (" with uncommitted changes" if run.get("git_dirty")
-                                                                 else "")
-        + (f", DVC experiment `{run.get('dvc_experiment')}`" if run.get("dvc_experiment") else "") + ".",
-        "- `git checkout <commit> && dvc pull && dvc repro` (or `dvc exp apply <experiment>`) rebuilds it; "
-        "params are in params.yaml.",
+        "- Trained by " + (f"DVC experiment `{run['dvc_experiment']}` (`dvc exp apply {run['dvc_experiment']}` brings "
+                           "it back)" if run.get("dvc_experiment") else "`dvc repro`")
+        + f"; training inputs (cached features, the head's params, the code) sha256 `{run.get(INPUTS_DIGEST)}`.",
+        f"- The git commit that holds this card's dvc.lock entry made it: `git log -1 -- {VariantPaths(Path(), variant).model_card.as_posix()}`; check it "
+        "out, then `dvc pull && dvc repro` rebuilds it. Params are in params.yaml.",
         "",
     ]
     return "\n".join(lines)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from asl_pipeline import drawing, teach
-from asl_pipeline.config import MY_HAND_DIR, ModelFiles
+from asl_pipeline.config import INPUTS_DIGEST, MY_HAND_DIR, ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.evaluation import top_k
 from asl_pipeline.uploads import (MAX_UPLOAD_MB, STREAMLIT_UPLOAD_LIMIT_MB, UPLOAD_TYPES, BadUpload, read_photo,
@@ -116,14 +116,14 @@ def prediction(analysis, classes, k: int) -> Prediction:
 
 
 def training_run(run: dict) -> str:
-    """Which training run made the model, from run.json: git commit and DVC experiment, when known."""
+    """Which training run made the model, from run.json: its DVC experiment and its training inputs' digest,
+    when known."""
     parts = []
-    if run.get("git_commit"):
-        parts.append(f"git commit {run['git_commit'][:12]}"
-                     + (" with uncommitted changes" if run.get("git_dirty") else ""))
     if run.get("dvc_experiment"):
         parts.append(f"DVC experiment {run['dvc_experiment']}")
-    return ", ".join(parts) or "unknown (no git commit or DVC experiment in run.json beside the model)"
+    if run.get(INPUTS_DIGEST):
+        parts.append(f"inputs sha256 {run[INPUTS_DIGEST][:12]}")
+    return ", ".join(parts) or "unknown (no DVC experiment or inputs digest in run.json beside the model)"
 
 
 def inputs_note(spec, run: dict) -> str:

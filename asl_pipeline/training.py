@@ -3,7 +3,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import keras
@@ -11,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from asl_pipeline import backbones, model
-from asl_pipeline.config import DATASET_ORIGIN, ModelFiles, Params, TrainParams
+from asl_pipeline.config import DATASET_ORIGIN, INPUTS_DIGEST, ModelFiles, Params, TrainParams
 from asl_pipeline.errors import PipelineError
 
 
@@ -60,7 +59,6 @@ UNREAD_BY_HEAD = {
             "fine_tune_from", "fine_tune_learning_rate", "distribute"),
     "mlp": ("svm_c",),
 }
-INPUTS_DIGEST = "inputs_sha256"  # its key in run.json
 
 
 def inputs_digest(params: Params, features_dir: Path, code_files) -> str | None:
@@ -216,22 +214,10 @@ def build_backbone_from(weights_file, backbone: str, image_size: int) -> keras.M
     return backbone_model
 
 
-# What `dvc repro` itself rewrites before train runs: changes there do not make the training code differ
-# from its commit.
-PIPELINE_OUTPUTS = ("dvc.lock", "data", "metrics", "plots", "models")
+def provenance() -> dict:
+    """Which run trained a model: under `dvc exp run`, the experiment's name; None under `dvc repro`.
 
-
-def provenance(root) -> dict:
-    """Which code trained a model: the git commit (and whether code or params differed from it) and, under
-    `dvc exp run`, the experiment's name. Unknown parts are None."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                  timeout=10).stdout.strip() or None
-        except OSError:
-            return None
-    commit = git("rev-parse", "HEAD")
-    return {"git_commit": commit,
-            "git_dirty": None if commit is None else bool(git("status", "--porcelain", "--untracked-files=no", "--",
-                                                              ".", *(f":(exclude){p}" for p in PIPELINE_OUTPUTS))),
-            "dvc_experiment": os.environ.get("DVC_EXP_NAME")}
+    No git commit: a commit cannot hold its own name, so the model folder (and its dvc.lock entry) would name
+    the commit before the one that holds it and change with every commit, on every machine. The commit whose
+    dvc.lock lists the model is the one that made it (`git log -1 -- dvc.lock`)."""
+    return {"dvc_experiment": os.environ.get("DVC_EXP_NAME")}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from asl_pipeline import dataset, evaluation, inference, model_card, training
 from asl_pipeline.atomic import atomic_dir, atomic_files, read_json, write_json, write_text
-from asl_pipeline.config import KAGGLE_TEST, input_path, load_params, params_from_record, project_paths, stage_variant
+from asl_pipeline.config import KAGGLE_TEST, input_path, params_from_record, variant_stage
 from asl_pipeline.errors import PipelineError, exit_on_pipeline_error
 
 PER_CLASS_COLUMNS = ["class", "images", "precision", "recall", "f1", "no_hand"]
@@ -27,9 +27,7 @@ def evaluation_sets(paths, extra_sets, classes) -> dict:
 
 @exit_on_pipeline_error
 def main():
-    paths = project_paths()
-    name = stage_variant(sys.argv)
-    params, variant = load_params(paths.params).variant(name), paths.variant(name)
+    paths, name, params, variant = variant_stage(sys.argv)
     classifier = inference.load_classifier(variant.model_files.model)
     trained_with = params_from_record(classifier.run.get("params", {}), variant.model_files.run)  # before scoring
     classes = classifier.classes

@@ -6,16 +6,14 @@ import keras
 
 from asl_pipeline import backbones, dataset, evaluation, features, hand_model
 from asl_pipeline.atomic import atomic_dir, atomic_files, write_json
-from asl_pipeline.config import KAGGLE_TEST, SPLITS, load_params, project_paths, stage_variant
+from asl_pipeline.config import KAGGLE_TEST, SPLITS, variant_stage
 from asl_pipeline.errors import exit_on_pipeline_error
 from asl_pipeline.featurizers import Featurizer, FeatureSpec, hand_found
 
 
 @exit_on_pipeline_error
 def main():
-    paths = project_paths()
-    name = stage_variant(sys.argv)
-    params, variant = load_params(paths.params).variant(name), paths.variant(name)
+    paths, name, params, variant = variant_stage(sys.argv)
     m, f = params.model, params.featurize
     spec = FeatureSpec.from_params(params)
     keras.utils.set_random_seed(params.split.seed)

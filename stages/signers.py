@@ -5,16 +5,14 @@ import time
 
 from asl_pipeline import features, signers, training
 from asl_pipeline.atomic import read_json, write_json
-from asl_pipeline.config import SPLITS, load_params, project_paths, stage_variant
+from asl_pipeline.config import SPLITS, variant_stage
 from asl_pipeline.errors import exit_on_pipeline_error
 from asl_pipeline.featurizers import FeatureSpec
 
 
 @exit_on_pipeline_error
 def main():
-    paths = project_paths()
-    name = stage_variant(sys.argv)
-    params, variant = load_params(paths.params).variant(name), paths.variant(name)
+    paths, name, params, variant = variant_stage(sys.argv)
     spec = FeatureSpec.from_dict(read_json(variant.features / "meta.json", f"featurize@{name}")["spec"])
     training.seed_everything(params.train.seed)
     splits = {split: features.load_features(variant.features_file(split), spec) for split in SPLITS}

@@ -9,7 +9,7 @@ from dvclive import Live
 
 from asl_pipeline import features, hand_model, model, plots, training
 from asl_pipeline.atomic import atomic_dir, atomic_files, read_json, write_json, write_text
-from asl_pipeline.config import ModelFiles, load_params, project_paths, stage_variant
+from asl_pipeline.config import INPUTS_DIGEST, ModelFiles, variant_stage
 from asl_pipeline.errors import exit_on_pipeline_error
 from asl_pipeline.featurizers import Featurizer, FeatureSpec
 
@@ -22,9 +22,7 @@ def _summary(network) -> str:
 
 @exit_on_pipeline_error
 def main():
-    paths = project_paths()
-    name = stage_variant(sys.argv)
-    params, variant = load_params(paths.params).variant(name), paths.variant(name)
+    paths, name, params, variant = variant_stage(sys.argv)
     t, classes = params.train, params.split.classes
     meta = read_json(variant.features / "meta.json", f"featurize@{name}")
     # Before any loading: a head whose inputs have not changed keeps its model.
@@ -69,8 +67,8 @@ def main():
             files.hand_model.write_bytes(bundle)
         # The params the model was trained with: its model card is written from them, not from params.yaml.
         write_json(files.run, {"variant": name, "pretrained": meta["pretrained"], "backbone_weights": meta["weights"],
-                               **training.provenance(paths.root), "params": dataclasses.asdict(params),
-                               training.INPUTS_DIGEST: digest})
+                               **training.provenance(), "params": dataclasses.asdict(params),
+                               INPUTS_DIGEST: digest})
         write_text(model_dir / "model_summary.txt", _summary(classifier))
         plots.learning_curves(logger.history, curves_tmp, head_epochs if t.fine_tune_epochs else None)
         metrics = {"pretrained": meta["pretrained"], "fine_tuned": bool(t.fine_tune_epochs),
@@ -78,6 +76,9 @@ def main():
                    "train_loss": summary["loss"], "train_accuracy": summary["accuracy"]}
         if "val_loss" in summary:
             metrics |= {"val_loss": summary["val_loss"], "val_accuracy": summary["val_accuracy"]}
+        # Four places, as every accuracy in metrics/: the last bits of a float differ between CPUs and would
+        # show in `dvc metrics diff` as a change of nothing.
+        metrics = {key: round(value, 4) if isinstance(value, float) else value for key, value in metrics.items()}
         write_json(metrics_tmp, metrics)
     print(f"train {name}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                         for k, v in metrics.items()))

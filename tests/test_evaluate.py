@@ -164,8 +164,8 @@ def write_run(project, **changes) -> dict:
     record = dataclasses.asdict(params)
     for section, values in changes.items():
         record[section].update(values)
-    run = {"variant": VARIANT, "pretrained": False, "backbone_weights": "none", "git_commit": None,
-           "git_dirty": None, "dvc_experiment": None, "params": record}
+    run = {"variant": VARIANT, "pretrained": False, "backbone_weights": "none", "dvc_experiment": None,
+           "params": record, "inputs_sha256": "ab" * 32}
     variant_paths(project).model_files.run.write_text(json.dumps(run))
     return run
 
@@ -236,6 +236,9 @@ def test_evaluate_stage_writes_scalars_per_set_and_per_class_plots(evaluate_proj
     card = variant.model_card.read_text()
     assert variant.model_card == root / "models" / f"MODEL_CARD_{VARIANT}.md"
     assert f"variant `{VARIANT}`" in card and f"`models/{VARIANT}/`" in card
+    # It names the model by its training inputs and finds its commit through git: it names no commit itself.
+    assert f"sha256 `{'ab' * 32}`" in card and f"`git log -1 -- models/MODEL_CARD_{VARIANT}.md`" in card
+    assert "git commit `" not in card
     # Everything it wrote is in the variant's own folders: nothing at the old shared places.
     assert sorted(p.name for p in (root / "metrics").iterdir()) == ["split.json", "variants"]
     assert sorted(p.name for p in (root / "plots").iterdir()) == ["variants"]

@@ -454,11 +454,11 @@ def spec_of(featurizers: tuple) -> FeatureSpec:
 
 def test_description_names_model_run_and_pretraining():
     run = {"pretrained": True, "backbone_weights": "imagenet (/root/.keras/models/r.h5)",
-           "git_commit": "0123456789abcdef0123", "git_dirty": True, "dvc_experiment": "brave-kiwi"}
+           "dvc_experiment": "brave-kiwi", "inputs_sha256": "0123456789abcdef" * 4}
     served = types.SimpleNamespace(model_file=Path("models/model.keras"), classes=CLASSES, run=run,
                                    spec=spec_of(("backbone", "hand_landmarks")))
     text = serve.describe(served)
-    for words in ("models/model.keras", "3 classes", "git commit 0123456789ab with uncommitted changes",
+    for words in ("models/model.keras", "3 classes", "inputs sha256 0123456789ab",
                   "DVC experiment brave-kiwi", "resnet50 backbone pretrained on imagenet", "hand landmarks"):
         assert words in text
 
@@ -466,7 +466,7 @@ def test_description_names_model_run_and_pretraining():
 @pytest.mark.parametrize("featurizers, run, words", [
     (("backbone",), {}, "training run: unknown"),
     (("backbone",), {}, "pretrained: unknown"),
-    (("backbone",), {"pretrained": False, "git_commit": "abc", "git_dirty": False}, "NOT pretrained"),
+    (("backbone",), {"pretrained": False, "dvc_experiment": None}, "NOT pretrained"),
     (("hand_landmarks",), {"pretrained": False}, "no image backbone"),
 ])
 def test_description_when_run_is_unknown_or_not_pretrained(featurizers, run, words):

@@ -13,7 +13,7 @@ import pytest
 
 from asl_pipeline import evaluation
 from asl_pipeline.config import (SECTIONS, VARIANT_SECTIONS, Params, Paths, load_params, params_from_record,
-                                 parse_params, stage_variant)
+                                 parse_params, variant_stage)
 from asl_pipeline.errors import PipelineError
 from test_params import BASE, error
 
@@ -214,13 +214,18 @@ def test_a_contradiction_with_a_shared_section_names_the_variant_it_breaks():
 
 # ---------------------------------------------------------------- the stages' one argument
 
-def test_stage_variant_is_the_one_argument():
-    assert stage_variant(["/repo/stages/train.py", "reader"]) == "reader"
+def test_variant_stage_reads_the_one_argument_and_that_variants_params_and_paths(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    paths, name, params, variant = variant_stage(["/repo/stages/train.py", "resnet50"], tmp_path)
+    assert name == "resnet50" and paths.root == tmp_path and variant.model_dir == tmp_path / "models" / "resnet50"
+    assert params.train.head == "mlp" and params.model.featurizers == ("backbone",)
     for argv in (["/repo/stages/train.py"], ["/repo/stages/train.py", "reader", "resnet50"]):
         with pytest.raises(PipelineError) as caught:
-            stage_variant(argv)
+            variant_stage(argv, tmp_path)
         message = str(caught.value)
         assert message.startswith("usage: python -m stages.train VARIANT") and "'variants'" in message
+    with pytest.raises(PipelineError, match="no variant 'vgg'"):
+        variant_stage(["/repo/stages/train.py", "vgg"], tmp_path)
 
 
 def listing(root: Path) -> list:

@@ -13,6 +13,17 @@ tracking on the same videos. Part of `make bench`; alone:
 
 Per-frame hands of the 104 videos are computed once (tracked, as `spell` finds them) and cached under the
 system's temp folder.
+
+Keys:
+  motion_loso_found, motion_loso_static_clean   J and Z found in the held-out signers' videos (of
+                          motion_loso_motion_videos), static letters' videos with no false J or Z (of
+                          motion_loso_static_videos); motion_loso_details: per signer
+  motion_shipped_fit, motion_shipped_matches_code   the thresholds fitted on SHIPPED_FROM, and whether they are
+                          asl_pipeline/motion.py's
+  tracking_speedup, spell_fps_tracking_signer_videos, spell_fps_no_tracking_signer_videos   `spell`'s frames per
+                          second on the signer videos and sample words, with tracking over without
+  signer_videos_right_*, sample_words_right_*   texts spelled right, of signer_videos and sample_words
+                          (with a model only: the tracking comparison)
 """
 import argparse
 import dataclasses

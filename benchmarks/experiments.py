@@ -14,6 +14,7 @@ import time
 from common import Bench, quiet, variant_params  # first: it puts this checkout on sys.path
 from bench_variants import BACKBONE
 
+KEYS = ("exp30_speedup", "exp30_backbone_every_epoch_s", "exp30_cached_head_s", "svm_head_train_s")
 
 
 def exp30(bench: Bench) -> dict:

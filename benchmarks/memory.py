@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common import BUNDLE, TRAIN_DIR, log, sample_photos, spec_for
 
+KEYS = ("rss_growth", "rss_peak_n_mib", "rss_peak_4n_mib", "rss_n_images", "rss_growth_net")
 ABOUT = {"rss_growth": "[backbone, hand_landmarks] featurize in a child process: whole-process peak RSS "
                        "while it runs (peak reset after the model is built); rss_growth_net: above the RSS "
                        "before it"}

@@ -1,7 +1,7 @@
 """Every speed, memory, scale and personalisation figure of the pipeline, side by side in one run: `make bench`.
 
 This script orchestrates; each family of figures is a module of its own, whose docstring documents the keys it
-writes into benchmarks/results.json and whose ABOUT says how they were measured:
+writes into benchmarks/results.json (its KEYS) and whose ABOUT says how they were measured:
   throughput.py       featurize_*, forward_*, *_images_per_s, *_others_cores, bf16_*
   experiments.py      exp30_*, svm_head_train_s
   serving.py          predict_*, spell_fps, spell_frames, live_page_*

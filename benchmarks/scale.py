@@ -20,6 +20,8 @@ from common import BUNDLE, REPO, SAMPLE, TRAIN_DIR, Meter, log
 SCALE_STAGES = ("split", "featurize", "train", "evaluate")
 SCALE_COPIES = 3  # the 4N dataset: every sample photo and 3 shifted re-encodings of it
 FRAME_OFFSET = 3000  # Kaggle's frames are numbered 1..3000 per class: copy k of frame f is frame f + k * 3000
+KEYS = ("scale_linearity", "scale_n_images", "scale_4n_images", "scale_n_seconds", "scale_4n_seconds",
+        *(f"scale_{stage}_{figure}" for stage in SCALE_STAGES for figure in ("n_s", "4n_s", "linearity")))
 ABOUT = {"scale_linearity": "dvc repro -s split, featurize, train, evaluate (each stage of every variant "
                             "in params.yaml, or of --scale-variants: about.scale_runs.*.variants; split.per_class "
                             "--scale-per-class, no extra sets) on 4N photos over N, per photo"}
@@ -119,7 +121,7 @@ def repro_seconds(root: Path) -> tuple:
 
 
 def measure(args) -> tuple:
-    """(figures, runs): the figures above, and per run (n, 4n) the cores others kept busy per stage, the
+    """(figures, runs): the figures of KEYS, and per run (n, 4n) the cores others kept busy per stage, the
     split's counts and the variants trained (results.json's about.scale_runs)."""
     import yaml
 

@@ -27,6 +27,8 @@ from common import BUNDLE, REPO, TRAIN_DIR, Bench, log, quiet, served_model, var
 import serving_flood  # benchmarks/serving_flood.py: the live page's port
 from bench_variants import LANDMARKS
 
+KEYS = ("predict_ms_per_image", "predict_ms_per_image_fused", "predict_heatmap_ms_per_image",
+        "predict_ms_per_image_repo_model", "spell_fps", "spell_frames", "live_page_fps", "live_page_frames")
 ABOUT = {"predict_ms_per_image": "default model: hand_landmarks + svm head, Classifier.analyse([photo]), warm, median",
          "predict_ms_per_image_fused": "backbone + hand_landmarks + svm head, no heatmap",
          "predict_heatmap_ms_per_image": "backbone + hand_landmarks + svm head, with Grad-CAM",

@@ -39,6 +39,8 @@ sys.path.insert(0, str(REPO))
 CLIENTS = 20
 PER_PATH = 40
 PAGE_PORT = 8501  # the page's port the endpoint answers: its origin is sent as the page's component sends it
+KEYS = ("flood_peak_rss_mib", "flood_rss_before_mib", "flood_requests", "flood_unanswered", "flood_seconds",
+        "flood_outcomes", "flood_images")
 ABOUT = {"flood": "benchmarks/serving_flood.py in a child process, the served variant's model: peak RSS (VmHWM, "
                   "reset after the model is loaded) while 20 client threads send 40 images to Demo.classify (7000 x "
                   "7000 flat PNG and 49-megapixel JPEG) and 40 to the live frame endpoint over HTTP (the same PNG and "

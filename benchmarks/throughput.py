@@ -21,6 +21,10 @@ import statistics
 from common import Bench, Meter, log, quiet, quietest, variant_params, wait_until_quiet  # first: sys.path
 from bench_variants import BACKBONE
 
+KEYS = ("featurize_images_per_s", "forward_images_per_s", "featurize_vs_forward", "featurize_vs_forward_cpu",
+        "throughput_others_cores", "backbone_images_per_s", "hand_landmarks_images_per_s",
+        "hand_landmarks_others_cores", "bf16_vs_fp32", "bf16_vs_fp32_cpu", "bf16_top1_agreement",
+        "bf16_images_per_s", "bf16_feature_max_rel_error")
 ABOUT = {"backbone": "resnet50, random init (no network here; speed does not depend on the weights)",
          "featurize_vs_forward": "features.featurize_split([backbone]) vs a compiled tf.function of the same "
                                  "embedder on in-memory float32 batches, batch and size alike; the quietest of "

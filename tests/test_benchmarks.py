@@ -1,5 +1,6 @@
 """benchmarks/run.py's own logic and its family modules' (the measurements themselves run in `make bench`, never
 here)."""
+import ast
 import copy
 import hashlib
 import json
@@ -16,9 +17,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import common  # noqa: E402  (first: it puts this checkout on sys.path)
 import bench_variants  # noqa: E402
+import experiments  # noqa: E402
+import memory  # noqa: E402
+import motion_letters  # noqa: E402
+import personalisation  # noqa: E402
 import run as bench  # noqa: E402
 import scale  # noqa: E402
+import serving  # noqa: E402
 import serving_flood  # noqa: E402
+import throughput  # noqa: E402
 
 from asl_pipeline import dataset  # noqa: E402
 from asl_pipeline.config import parse_params  # noqa: E402
@@ -132,3 +139,26 @@ def test_the_flood_alone_is_merged_into_the_results_beside_the_other_figures(tmp
     assert results["flood_peak_rss_mib"] == 1234.5679 and results["flood_unanswered"] == 0
     assert results["about"]["date"] == "earlier" and "serving_flood.py" in results["about"]["flood"]
 
+
+FAMILIES = (throughput, experiments, serving, motion_letters, memory, serving_flood, personalisation, scale)
+
+
+def test_the_families_declare_every_figure_of_results_json_once():
+    """A figure renamed in a family's KEYS, or in the committed results.json, shows here without `make bench`."""
+    set_names = [Path(folder).name for folder in RAW_PARAMS["evaluate"]["extra_sets"]]
+    per_set = [personalisation.SUMMARY.format(k=k, set_name=name) for name in set_names for k in personalisation.KS]
+    declared = [key for family in FAMILIES for key in family.KEYS] + per_set
+    assert len(declared) == len(set(declared))  # no figure in two families
+    committed = json.loads((REPO / "benchmarks" / "results.json").read_text())
+    assert set(declared) == set(committed) - {"machine", "about"}
+    assert set(bench.TARGETS) <= set(declared)
+
+
+def test_every_family_documents_its_keys_and_common_imports_no_family():
+    for module in FAMILIES:
+        assert module.__doc__ and "Keys:" in module.__doc__, module.__name__
+    family_names = {module.__name__ for module in FAMILIES} | {"run"}
+    tree = ast.parse(Path(common.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not imported & family_names

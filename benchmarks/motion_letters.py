@@ -13,6 +13,17 @@ tracking on the same videos. Part of `make bench`; alone:
 
 Per-frame hands of the 104 videos are computed once (tracked, as `spell` finds them) and cached under the
 system's temp folder.
+
+Keys:
+  motion_loso_found, motion_loso_static_clean   J and Z found in the held-out signers' videos (of
+                          motion_loso_motion_videos), static letters' videos with no false J or Z (of
+                          motion_loso_static_videos); motion_loso_details: per signer
+  motion_shipped_fit, motion_shipped_matches_code   the thresholds fitted on SHIPPED_FROM, and whether they are
+                          asl_pipeline/motion.py's
+  tracking_speedup, spell_fps_tracking_signer_videos, spell_fps_no_tracking_signer_videos   `spell`'s frames per
+                          second on the signer videos and sample words, with tracking over without
+  signer_videos_right_*, sample_words_right_*   texts spelled right, of signer_videos and sample_words
+                          (with a model only: the tracking comparison)
 """
 import argparse
 import dataclasses
@@ -41,6 +52,12 @@ MIN_EXTENT = 0.5  # palm sizes: below it, a fingertip's path is a held hand's tr
 MIN_GAP = 1.5  # a clear gap: the letter's own fingertips travelled at least this many times as far as any other's
 CACHE = Path(tempfile.gettempdir()) / "asl-motion-landmarks"
 HOLD = 3  # frames each sample photo is shown in the word videos: 0.3 s at 10 fps
+KEYS = ("motion_loso_found", "motion_loso_motion_videos", "motion_loso_static_clean", "motion_loso_static_videos",
+        "motion_loso_details", "motion_shipped_fit", "motion_shipped_matches_code",
+        "spell_fps_tracking_signer_videos", "spell_fps_no_tracking_signer_videos", "tracking_speedup",
+        *(f"{counter}_{mode}" for mode in ("tracking", "no_tracking")
+          for counter in ("signer_videos_right", "sample_words_right")),
+        "signer_videos", "sample_words")
 
 
 def video_frames(path: Path) -> list:

@@ -9,6 +9,12 @@ extra_weight). Needs that variant's train features (`dvc repro featurize@reader`
 hand bundle of the hand_model stage (models/hand_landmarker.task) and ../shared's asl-other-dev and
 asl-webcam-dev (evaluate.extra_sets). Prints a table; benchmarks/run.py writes the figures into
 benchmarks/results.json.
+
+Keys:
+  personalisation_k<k>_<set>   accuracy on a new signer's other photos after k photos per letter of theirs
+                          joined training, mean over the set's signers (SUMMARY, one per k of KS and extra set)
+  personalisation         per extra_weight, set and signer: each k's accuracy, spread and photos scored
+  personalisation_variant, _extra_weight, _landmark_copies, _draws, _seconds   what was measured, and how long
 """
 import argparse
 import dataclasses
@@ -30,6 +36,13 @@ from asl_pipeline.personalisation import personalisation, signer_of  # noqa: E40
 from bench_variants import LANDMARKS, served_reader  # noqa: E402  (benchmarks/, the script's folder)
 
 KS = (0, 1, 2)
+SUMMARY = "personalisation_k{k}_{set_name}"  # and these, one per k and extra set
+KEYS = ("personalisation", "personalisation_variant", "personalisation_extra_weight",
+        "personalisation_landmark_copies", "personalisation_draws", "personalisation_seconds")
+ABOUT = {"personalisation": "benchmarks/personalisation.py: per signer of evaluate.extra_sets, k photos per "
+                            "letter of that signer added to the train features (counted train.extra_weight "
+                            "times, reshaped copies as train makes), the svm head trained, that signer's other "
+                            "photos scored; 3 draws of the k photos, mean; _k1_<set>: mean over the set's signers"}
 
 
 def signer_sets(featurizer: Featurizer, folders, classes) -> dict:
@@ -87,7 +100,7 @@ def measure(draws: int = 3, extra_weights=None, variant: str | None = None, root
             results.setdefault(weight, {}).setdefault(set_name, {}).setdefault(signer, {})[k] = {
                 "accuracy": round(score.accuracy, 3), "spread": round(score.spread, 3), "scored": score.scored}
     default = results[default_weight]
-    summary = {f"personalisation_k{k}_{set_name}": round(float(np.mean(
+    summary = {SUMMARY.format(k=k, set_name=set_name): round(float(np.mean(
         [signers[s][k]["accuracy"] for s in signers])), 3) for set_name, signers in default.items() for k in KS}
     return {"personalisation": {str(w): r for w, r in results.items()}, **summary,
             "personalisation_variant": name, "personalisation_extra_weight": default_weight,

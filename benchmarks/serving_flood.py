@@ -11,6 +11,13 @@ refusal that says why (too large, busy); a reset connection or an internal error
 Runs in a child process of its own (the default model loaded, then the peak RSS reset), so the peak is the
 server's alone. Part of `make bench`; alone: python benchmarks/run.py --only flood (merged into results.json),
 or python benchmarks/serving_flood.py [--model FILE] (prints the figures).
+
+Keys:
+  flood_peak_rss_mib      peak RSS of the demo's server while 20 clients post 40 large images (49 megapixels) to
+                          photo mode and 40 to the live frame endpoint at once (the served variant's model)
+                          (flood_rss_before_mib: RSS before the flood; flood_seconds: how long it took)
+  flood_unanswered        requests that got neither a result nor a refusal saying why, of flood_requests;
+                          flood_outcomes: how each was answered; flood_images: the images' sizes in bytes
 """
 import argparse
 import collections
@@ -32,6 +39,12 @@ sys.path.insert(0, str(REPO))
 CLIENTS = 20
 PER_PATH = 40
 PAGE_PORT = 8501  # the page's port the endpoint answers: its origin is sent as the page's component sends it
+KEYS = ("flood_peak_rss_mib", "flood_rss_before_mib", "flood_requests", "flood_unanswered", "flood_seconds",
+        "flood_outcomes", "flood_images")
+ABOUT = {"flood": "benchmarks/serving_flood.py in a child process, the served variant's model: peak RSS (VmHWM, "
+                  "reset after the model is loaded) while 20 client threads send 40 images to Demo.classify (7000 x "
+                  "7000 flat PNG and 49-megapixel JPEG) and 40 to the live frame endpoint over HTTP (the same PNG and "
+                  "a 1920 x 1080 JPEG); flood_rss_before_mib: RSS before the flood"}
 
 
 def flat_png(side: int) -> bytes:

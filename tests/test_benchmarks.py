@@ -1,4 +1,6 @@
-"""benchmarks/run.py's own logic (the measurements themselves run in `make bench`, never here)."""
+"""benchmarks/run.py's own logic and its family modules' (the measurements themselves run in `make bench`, never
+here)."""
+import ast
 import copy
 import hashlib
 import json
@@ -13,8 +15,17 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import common  # noqa: E402  (first: it puts this checkout on sys.path)
 import bench_variants  # noqa: E402
+import experiments  # noqa: E402
+import memory  # noqa: E402
+import motion_letters  # noqa: E402
+import personalisation  # noqa: E402
 import run as bench  # noqa: E402
+import scale  # noqa: E402
+import serving  # noqa: E402
+import serving_flood  # noqa: E402
+import throughput  # noqa: E402
 
 from asl_pipeline import dataset  # noqa: E402
 from asl_pipeline.config import parse_params  # noqa: E402
@@ -42,19 +53,19 @@ def test_4n_copies_are_new_bytes_and_new_frames_of_the_same_photo(tmp_path):
                                                                            quality=90)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(source / "asl_alphabet_test" / "A_test.jpg")
 
-    assert bench.build_4n(source, tmp_path / "big") == 8
+    assert scale.build_4n(source, tmp_path / "big") == 8
     photos = sorted((tmp_path / "big" / "asl_alphabet_train" / "A").glob("*.jpg"))
     assert len(photos) == 8
     assert len({hashlib.sha256(p.read_bytes()).hexdigest() for p in photos}) == 8  # de-duplication keeps all
     frames = sorted(dataset.Item(p.name, "A", "", None).frame for p in photos)
-    assert frames == sorted([7, 2999] + [f + k * bench.FRAME_OFFSET for f in (7, 2999) for k in (1, 2, 3)])
+    assert frames == sorted([7, 2999] + [f + k * scale.FRAME_OFFSET for f in (7, 2999) for k in (1, 2, 3)])
     original = np.asarray(Image.open(source / "asl_alphabet_train" / "A" / "A7.jpg"), dtype=float)
-    shifted = np.asarray(Image.open(tmp_path / "big" / "asl_alphabet_train" / "A" / f"A{7 + bench.FRAME_OFFSET}.jpg"),
+    shifted = np.asarray(Image.open(tmp_path / "big" / "asl_alphabet_train" / "A" / f"A{7 + scale.FRAME_OFFSET}.jpg"),
                          dtype=float)
     assert shifted.shape == original.shape
     assert np.abs(shifted[:, 1:] - original[:, :-1]).mean() < np.abs(shifted - original).mean()  # one pixel right
     assert (tmp_path / "big" / "asl_alphabet_test" / "A_test.jpg").is_file()
-    assert bench.build_4n(source, tmp_path / "big") == 8  # reused, not rebuilt
+    assert scale.build_4n(source, tmp_path / "big") == 8  # reused, not rebuilt
 
 
 def test_the_table_marks_a_missed_target():
@@ -66,11 +77,11 @@ def test_the_table_marks_a_missed_target():
 
 
 def test_the_repo_params_give_the_reader_to_landmark_figures_and_resnet50_to_backbone_figures():
-    params = bench.repo_params()
+    params = common.repo_params()
     assert bench_variants.variant_reading(params, bench_variants.LANDMARKS, "figures") == "reader"
     assert bench_variants.variant_reading(params, bench_variants.BACKBONE, "figures") == "resnet50"
-    assert bench.variant_params(bench_variants.LANDMARKS, "figures") == params.variant("reader")
-    assert bench.variant_params(bench_variants.BACKBONE, "figures").train.head == \
+    assert common.variant_params(bench_variants.LANDMARKS, "figures") == params.variant("reader")
+    assert common.variant_params(bench_variants.BACKBONE, "figures").train.head == \
         params.variant("resnet50").train.head == "mlp"
     assert bench_variants.served_reader(params) == "reader"
 
@@ -104,22 +115,22 @@ def test_personalisation_measures_the_served_variant_only_if_it_reads_hand_landm
 
 def test_the_scale_run_keeps_every_variant_or_the_chosen_ones_with_a_served_one_among_them():
     raw = copy.deepcopy(RAW_PARAMS)
-    assert bench.scale_variants(raw, None) == raw
-    only = bench.scale_variants(raw, ["resnet50"])
+    assert scale.scale_variants(raw, None) == raw
+    only = scale.scale_variants(raw, ["resnet50"])
     assert list(only["variants"]) == ["resnet50"] and only["serve"]["model"] == "resnet50"
     assert parse_params(only).served == "resnet50"  # still a valid params.yaml
-    kept = bench.scale_variants(raw, ["resnet50", "reader"])
+    kept = scale.scale_variants(raw, ["resnet50", "reader"])
     assert list(kept["variants"]) == list(raw["variants"]) and kept["serve"] == raw["serve"]
     assert raw["variants"] == RAW_PARAMS["variants"]  # the input is left alone
     with pytest.raises(SystemExit, match="readr"):
-        bench.scale_variants(raw, ["readr"])
+        scale.scale_variants(raw, ["readr"])
 
 
 def test_the_flood_alone_is_merged_into_the_results_beside_the_other_figures(tmp_path, monkeypatch):
     output = tmp_path / "results.json"
     output.write_text(json.dumps({"live_page_fps": 40.5, "flood_peak_rss_mib": 9999.0, "machine": {"cores": 2},
                                   "about": {"date": "earlier"}}))
-    monkeypatch.setattr(bench.serving_flood, "measure",
+    monkeypatch.setattr(serving_flood, "measure",
                         lambda model: {"flood_peak_rss_mib": 1234.56789, "flood_unanswered": 0})
     monkeypatch.setattr(sys, "argv", ["run.py", "--only", "flood", "--output", str(output)])
     bench.main()
@@ -127,3 +138,27 @@ def test_the_flood_alone_is_merged_into_the_results_beside_the_other_figures(tmp
     assert results["live_page_fps"] == 40.5 and results["machine"] == {"cores": 2}  # the others' figures stay
     assert results["flood_peak_rss_mib"] == 1234.5679 and results["flood_unanswered"] == 0
     assert results["about"]["date"] == "earlier" and "serving_flood.py" in results["about"]["flood"]
+
+
+FAMILIES = (throughput, experiments, serving, motion_letters, memory, serving_flood, personalisation, scale)
+
+
+def test_the_families_declare_every_figure_of_results_json_once():
+    """A figure renamed in a family's KEYS, or in the committed results.json, shows here without `make bench`."""
+    set_names = [Path(folder).name for folder in RAW_PARAMS["evaluate"]["extra_sets"]]
+    per_set = [personalisation.SUMMARY.format(k=k, set_name=name) for name in set_names for k in personalisation.KS]
+    declared = [key for family in FAMILIES for key in family.KEYS] + per_set
+    assert len(declared) == len(set(declared))  # no figure in two families
+    committed = json.loads((REPO / "benchmarks" / "results.json").read_text())
+    assert set(declared) == set(committed) - {"machine", "about"}
+    assert set(bench.TARGETS) <= set(declared)
+
+
+def test_every_family_documents_its_keys_and_common_imports_no_family():
+    for module in FAMILIES:
+        assert module.__doc__ and "Keys:" in module.__doc__, module.__name__
+    family_names = {module.__name__ for module in FAMILIES} | {"run"}
+    tree = ast.parse(Path(common.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not imported & family_names

@@ -259,7 +259,7 @@ class HandLandmarker:
     hand) and its landmarks count when its presence score is at least this; None turns the fallback off.
     second_look_gamma: before the fallback, the palm detector looks again at the photo brightened by this
     gamma with a black margin of second_look_border: the hands it misses on the sample are mostly a dark,
-    backlit hand in front of a window or a fist that fills the frame (README, "Finding every hand"); None
+    backlit hand in front of a window or a fist that fills the frame (docs/results.md, "Finding every hand"); None
     turns the second look off.
     """
 

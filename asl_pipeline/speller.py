@@ -20,7 +20,8 @@ import math
 
 SPACE, DELETE, NOTHING = "space", "del", "nothing"
 
-# Measured on 200 random 5-letter words made of held-out sample frames at 10 fps (README, "Spell from a video"):
+# Measured on 200 random 5-letter words made of held-out sample frames at 10 fps
+# (docs/predict-and-spell.md, "Spell from a video"):
 WINDOW = 6  # 0.6 s at 10 fps: a shape the hand passes through for under half a second is not read as a sign
 MIN_SHARE = 0.7  # 5 of 6 frames: 99% of the words right; 6 of 6 (0.8) 97%, as one misread frame stops a sign
 MIN_PROBABILITY = 0.5  # the SVM head gives 0.63 when one class wins all its votes (every sample frame), ~0.4 on a tie

@@ -137,7 +137,7 @@ def _train_svm_head(train_x, train_y, val_x, val_y, num_classes: int, params: Tr
     """An RBF SVM (scikit-learn, deterministic) on the standardized features, in one step.
 
     Measured on the sample with hand landmarks: as accurate as the mlp head on held-out Kaggle frames
-    and clearly better on other people's hands (README, "Choosing the defaults").
+    and clearly better on other people's hands (docs/results.md, "Choosing the defaults").
     """
     from sklearn.svm import SVC
 

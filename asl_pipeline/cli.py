@@ -24,6 +24,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+DROP_ABSENT_DESCRIPTION = (
+    "Remove from params.yaml every data.extra_train entry and evaluate.extra_sets folder that lies outside the "
+    "repository and does not exist here (a clone without ../shared), keeping its comments, and print each; "
+    "`make pipeline` runs it before `dvc repro`. A folder inside the repository is never removed: an absent one "
+    "there stays DVC's error. Run from the project root.")
 SERVED_MODEL_DEFAULT = ("(default: the variant that params.yaml's serve.model names, "
                         "models/<serve.model>/model.keras: models/reader/model.keras as shipped)")
 
@@ -76,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images per forward pass (default: %(default)s)")
     predict.set_defaults(run=predict_command)
     add_spell_parser(commands)
-    add_drop_absent_parser(commands)
+    commands.add_parser("drop-absent", help="remove from params.yaml the folders outside the repository this "
+                        "clone lacks", description=DROP_ABSENT_DESCRIPTION).set_defaults(run=drop_absent_command)
     serve = commands.add_parser(
         "serve", help="try the model in a browser: a local page for photos, webcam snapshots and live spelling",
         description="Load the model once and serve a web page (Streamlit) that classifies a dropped or "
@@ -164,17 +170,6 @@ def add_spell_parser(commands) -> None:
                        help="also write the frames read, annotated with the hand skeleton, the current reading "
                             "and the text, to this .mp4 or .avi")
     spell.set_defaults(run=spell_command)
-
-
-def add_drop_absent_parser(commands) -> None:
-    drop = commands.add_parser(
-        "drop-absent", help="remove from params.yaml the folders outside the repository this clone lacks",
-        description="Remove from params.yaml every data.extra_train entry and evaluate.extra_sets folder that lies "
-                    "outside the repository and does not exist here (a clone without ../shared), keeping its "
-                    "comments, and print each; `make pipeline` runs it before `dvc repro`. A folder inside the "
-                    "repository is never removed: an absent one there stays DVC's error. Run from the project "
-                    "root.")
-    drop.set_defaults(run=drop_absent_command)
 
 
 def find_images(paths) -> tuple[list[Path], list[str]]:

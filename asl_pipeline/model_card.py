@@ -113,7 +113,7 @@ def model_card(variant: str, params: Params, spec: FeatureSpec, run: dict, split
         "show. The mistakes above are mostly the training signers' own ways of forming letters, which no "
         "augmentation changes.",
         "- **A new signer should teach it their hand: one photo per letter** (the demo page's teach mode, or "
-        "photos in `data/my-hand/<LETTER>/`, then `dvc repro`; README, \"Teach it your hand\"). In the "
+        "photos in `data/my-hand/<LETTER>/`, then `dvc repro`; docs/demo-page.md, \"Teach it your hand\"). In the "
         "measurement of `make bench` (personalisation) that lifts a new signer's other photos far more than "
         "any change of model here.",
         "- J and Z are motion letters in ASL: this model reads still frames; `spell` and the live page read J and Z "

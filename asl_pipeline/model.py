@@ -6,6 +6,8 @@ can load it; and `hand`, the hand-landmark vector. Beside it: labels.json (class
 (how photos become inputs) and, when hands are used, the hand model bundle.
 """
 import json
+import re
+import zipfile
 from pathlib import Path
 
 import keras
@@ -177,10 +179,32 @@ def find_backbone(model: keras.Model) -> keras.Model:
     return nested[0]
 
 
+def _same_bytes_for_the_same_model(keras_file: Path) -> None:
+    """Rewrite a .keras file so that the same model always gives the same bytes: Keras stamps the save time into
+    metadata.json and the weights' zip entry, and Python object ids into config.json (shared_object_id), so
+    every save of an unchanged model would change its hash in dvc.lock."""
+    with zipfile.ZipFile(keras_file) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    ids = {}
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":  # the ids only pair up shared objects: number them in order
+                data = re.sub(rb'"shared_object_id": (\d+)',
+                              lambda m: b'"shared_object_id": %d' % ids.setdefault(m[1], len(ids) + 1), data)
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+            archive.writestr(fixed, data)
+
+
 def save_model(model: keras.Model, classes, spec: FeatureSpec, model_file: Path, labels_file: Path,
                spec_file: Path) -> None:
     with atomic_file(model_file) as tmp:
         model.save(tmp)
+        _same_bytes_for_the_same_model(tmp)
     write_json(labels_file, list(classes))
     write_json(spec_file, spec.to_dict())
 

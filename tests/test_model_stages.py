@@ -7,9 +7,12 @@ pooled features, so that model.assemble, features.embedder and model.find_backbo
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -539,8 +542,7 @@ def test_misclassified_rows_lists_the_wrong_ones_most_confident_first():
 
 # ---------------------------------------------------------------- the saved model
 
-@pytest.fixture(scope="module")
-def trained_classifier():
+def train_classifier():
     """A fixed conv backbone and a head trained on its features of colour-coded class images."""
     backbone = conv_backbone()
     embedding = features.embedder(backbone, SPEC.backbone, SIZE)
@@ -550,6 +552,11 @@ def trained_classifier():
     head, _ = training.train_head(feats[:60], labels[:60], feats[60:], labels[60:], len(CLASSES),
                                   train_params(epochs=30, hidden_units=0, dropout=0.0, learning_rate=0.05))
     return model.assemble(SPEC, backbone, head)
+
+
+@pytest.fixture(scope="module")
+def trained_classifier():
+    return train_classifier()
 
 
 @pytest.fixture(scope="module")
@@ -566,6 +573,41 @@ def saved_model(saved_files):
     model_file, labels_file, _ = saved_files
     loaded, classes = model.load_model(model_file, labels_file)
     return loaded, classes
+
+
+SAVE_A_SEEDED_MODEL = """
+import sys
+from pathlib import Path
+
+import keras
+from asl_pipeline import model
+from asl_pipeline.config import ModelFiles
+from helpers import make_spec
+keras.utils.set_random_seed(0)
+spec = make_spec(("hand_landmarks",))
+network = model.assemble(spec, None, model.build_head(spec.hand_dim, 3, hidden_units=8, dropout=0.0))
+files = ModelFiles(Path(sys.argv[1]))
+model.save_model(network, ["A", "B", "C"], spec, files.model, files.labels, files.spec)
+"""
+
+
+def test_the_same_model_saved_by_two_runs_has_the_same_bytes(tmp_path):
+    # Else every `dvc repro` would change the model's hash in dvc.lock (and every `dvc push` upload it again).
+    # Two processes: other Python object ids in the config, another save time.
+    saved = []
+    for run in ("one", "two"):
+        (tmp_path / run).mkdir()
+        subprocess.run([sys.executable, "-c", SAVE_A_SEEDED_MODEL, str(tmp_path / run / "model.keras")], check=True,
+                       cwd=Path(__file__).parent, capture_output=True)
+        saved.append((tmp_path / run / "model.keras").read_bytes())
+    assert saved[0] == saved[1]
+    with zipfile.ZipFile(tmp_path / "one" / "model.keras") as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert "date_saved" not in json.loads(archive.read("metadata.json"))
+        ids = re.findall(rb'"shared_object_id": (\d+)', archive.read("config.json"))
+    assert ids and sorted(set(int(i) for i in ids)) == list(range(1, len(set(ids)) + 1))
+    loaded, classes = model.load_model(tmp_path / "one" / "model.keras", tmp_path / "one" / "labels.json")
+    assert classes == ["A", "B", "C"] and loaded.output_shape == (None, 3)
 
 
 def test_saved_model_reloads_and_predicts_the_same(trained_classifier, saved_model, saved_files):

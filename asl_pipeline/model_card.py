@@ -122,9 +122,11 @@ def model_card(variant: str, params: Params, spec: FeatureSpec, run: dict, split
         "## Reproduce",
         "- Trained by " + (f"DVC experiment `{run['dvc_experiment']}` (`dvc exp apply {run['dvc_experiment']}` brings "
                            "it back)" if run.get("dvc_experiment") else "`dvc repro`")
-        + f"; training inputs (cached features, the head's params, the code) sha256 `{run.get(INPUTS_DIGEST)}`.",
-        f"- The git commit that holds this card's dvc.lock entry made it: `git log -1 -- {VariantPaths(Path(), variant).model_card.as_posix()}`; check it "
-        "out, then `dvc pull && dvc repro` rebuilds it. Params are in params.yaml.",
+        + (f"; training inputs (cached features, the head's params, the code) sha256 `{run[INPUTS_DIGEST]}`."
+           if run.get(INPUTS_DIGEST) else "; fine-tuned, so it also read the photos: no inputs digest."),
+        "- The git commit that holds this card's dvc.lock entry made it: "
+        f"`git log -1 -- {VariantPaths(Path(), variant).model_card.as_posix()}`; check it out, then "
+        "`dvc pull && dvc repro` rebuilds it. Params are in params.yaml.",
         "",
     ]
     return "\n".join(lines)

@@ -253,6 +253,13 @@ def test_evaluate_stage_writes_the_model_card_from_the_params_the_model_was_trai
     card = variant_paths(evaluate_project).model_card.read_text()
     assert "SVM, RBF kernel, C=7.5" in card and "dense head" not in card
     assert "seed 1234" in card
+    # A fine-tuned model read the photos too: train records no inputs digest, and the card says why.
+    run = write_run(evaluate_project, train={"head": "mlp", "fine_tune_epochs": 2})
+    del run["inputs_sha256"]
+    variant_paths(evaluate_project).model_files.run.write_text(json.dumps(run))
+    run_evaluate(evaluate_project, monkeypatch)
+    card = variant_paths(evaluate_project).model_card.read_text()
+    assert "fine-tuned, so it also read the photos: no inputs digest" in card and "`None`" not in card
 
 
 @pytest.mark.parametrize("run", [None, {"pretrained": True}, {"pretrained": True, "params": {"data": {}}}],

@@ -39,6 +39,29 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {message}", file=sys.stderr, flush=True)
 
 
+# ---------------------------------------------------------------------------------------------- memory
+
+def rss_mib(field: str) -> float | None:
+    """VmRSS (now) or VmHWM (peak) of this process from /proc, in MiB; None where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> float | None:
+    """Reset this process's peak RSS (Linux: 5 > /proc/self/clear_refs); the peak before, or None if unsupported."""
+    peak = rss_mib("VmHWM")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return peak
+
+
 # ---------------------------------------------------------------------------------------------- inputs
 
 def sample_photos(count: int):

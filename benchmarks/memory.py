@@ -11,9 +11,8 @@ import json
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
-from common import BUNDLE, TRAIN_DIR, log, sample_photos, spec_for
+from common import BUNDLE, TRAIN_DIR, log, reset_peak_rss, rss_mib, sample_photos, spec_for
 
 KEYS = ("rss_growth", "rss_peak_n_mib", "rss_peak_4n_mib", "rss_n_images", "rss_growth_net")
 ABOUT = {"rss_growth": "[backbone, hand_landmarks] featurize in a child process: whole-process peak RSS "
@@ -39,27 +38,6 @@ def probe(images: int, image_size: int, batch_size: int) -> None:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps({"images": len(paths), "peak_mib": peak, "before_mib": before, "seconds": seconds,
                       "peak_reset": whole_process_peak is not None, "peak_before_reset_mib": whole_process_peak}))
-
-
-def rss_mib(field: str) -> float | None:
-    """VmRSS (now) or VmHWM (peak) of this process from /proc, in MiB; None where there is no /proc."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> float | None:
-    """Reset this process's peak RSS (Linux: 5 > /proc/self/clear_refs); the peak before, or None if unsupported."""
-    peak = rss_mib("VmHWM")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return None
-    return peak
 
 
 def measure(args) -> dict:

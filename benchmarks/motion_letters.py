@@ -36,13 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import BUNDLE, REPO, SHARED  # first: it puts this checkout on sys.path
 
 from asl_pipeline import hands, hand_model, motion  # noqa: E402
 from asl_pipeline.config import load_params  # noqa: E402
 
-VIDEOS = REPO.parent / "shared" / "data" / "asl-signer-videos"
+VIDEOS = SHARED / "data" / "asl-signer-videos"
 SIGNERS = ("signer1", "signer2", "signer3", "signer4")
 SHIPPED_FROM = ("signer1", "signer3", "signer4")
 SOURCE_FPS, READ_FPS = 30, 10
@@ -94,7 +93,7 @@ def signer_videos() -> dict:
     if not cache.is_file():
         params = load_params(REPO / "params.yaml").hands
         landmarker = hands.HandLandmarker(
-            hand_model.verified_bundle(REPO.parent / "shared" / "models" / "mediapipe-hands" / "hand_landmarker.task"),
+            hand_model.verified_bundle(BUNDLE),
             params.min_detection_confidence, params.min_presence_confidence, params.border,
             params.fallback_min_presence, num_threads=1)
         arrays = {}

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import REPO  # first: it puts this checkout on sys.path
 
 from asl_pipeline import dataset, features, hand_model, images, progress, training  # noqa: E402
 from asl_pipeline.atomic import read_json  # noqa: E402

@@ -33,8 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import REPO, reset_peak_rss, rss_mib  # first: it puts this checkout on sys.path
 
 CLIENTS = 20
 PER_PATH = 40
@@ -68,13 +67,6 @@ def photo_jpeg(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "JPEG", quality=85)
     return buffer.getvalue()
-
-
-def rss_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status: the flood needs Linux")
 
 
 def flood(model_file: Path) -> dict:
@@ -137,7 +129,8 @@ def flood(model_file: Path) -> dict:
     jobs = [(classify, data) for data in photos] + [(frame, data) for data in frames]
     jobs = [job for pair in zip(jobs[:PER_PATH], jobs[PER_PATH:]) for job in pair]  # both paths at once
     before = rss_mib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # the peak from here: the flood's, not the model load's
+    if reset_peak_rss() is None:  # the peak from here: the flood's, not the model load's
+        raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): the flood needs Linux")
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(CLIENTS) as clients:
         list(clients.map(lambda job: job[0](job[1]), jobs))

@@ -13,9 +13,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-# A clone without ../shared first drops the folders it lacks from params.yaml (printed; docs/data.md).
+# A clone without ../shared first drops the folders it lacks from params.yaml (printed; docs/data.md); one with
+# it links them for DVC's queued experiment copies (docs/experiments.md).
 pipeline: setup
 	$(BIN)/python -m asl_pipeline drop-absent
+	$(BIN)/python -m asl_pipeline link-outside
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
 # The tests cover the demo page too, so they install its packages (requirements-demo.txt).

@@ -1,6 +1,6 @@
 """Command line: `python -m asl_pipeline predict PATH [PATH ...]` classifies photos with the trained model;
 `spell VIDEO` spells the letters signed in a video; `serve` opens the demo page; `drop-absent` fits params.yaml
-to a clone without ../shared."""
+to a clone without ../shared; `link-outside` lets queued experiments find ../shared."""
 import argparse
 import json
 import sys
@@ -29,6 +29,11 @@ DROP_ABSENT_DESCRIPTION = (
     "repository and does not exist here (a clone without ../shared), keeping its comments, and print each; "
     "`make pipeline` runs it before `dvc repro`. A folder inside the repository is never removed: an absent one "
     "there stays DVC's error. Run from the project root.")
+LINK_OUTSIDE_DESCRIPTION = (
+    "Let queued and temporary experiments (`dvc exp run --queue`, `--temp`), which run in DVC's copy of the project "
+    "under .dvc/tmp/exps/, find the data.extra_train folders given relative to the project and outside it "
+    "(../shared/...): links them from there, and prints each link. `make pipeline` runs it before `dvc repro`. "
+    "Run from the project root.")
 SERVED_MODEL_DEFAULT = ("(default: the variant that params.yaml's serve.model names, "
                         "models/<serve.model>/model.keras: models/reader/model.keras as shipped)")
 
@@ -83,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_spell_parser(commands)
     commands.add_parser("drop-absent", help="remove from params.yaml the folders outside the repository this "
                         "clone lacks", description=DROP_ABSENT_DESCRIPTION).set_defaults(run=drop_absent_command)
+    commands.add_parser("link-outside", help="let queued experiments find the folders outside the repository",
+                        description=LINK_OUTSIDE_DESCRIPTION).set_defaults(run=link_outside_command)
     serve = commands.add_parser(
         "serve", help="try the model in a browser: a local page for photos, webcam snapshots and live spelling",
         description="Load the model once and serve a web page (Streamlit) that classifies a dropped or "
@@ -289,12 +296,20 @@ def spell_command(args) -> int:
 
 
 def drop_absent_command(args) -> int:
-    from asl_pipeline import absent_inputs
+    from asl_pipeline import outside_inputs
 
-    for param, folder in absent_inputs.drop_absent(project_paths().root):
+    for param, folder in outside_inputs.drop_absent(project_paths().root):
         print(f"params.yaml: {param} {folder} is not on this machine (outside the repository): removed, so "
               "this clone runs without it; `git diff params.yaml` shows it (docs/data.md, \"A clone without "
               "../shared\")")
+    return 0
+
+
+def link_outside_command(args) -> int:
+    from asl_pipeline import outside_inputs
+
+    for link, target in outside_inputs.link_outside(project_paths().root):
+        print(f"experiment copies find {target} through {link}")
     return 0
 
 

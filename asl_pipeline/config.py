@@ -22,7 +22,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 FEATURIZERS = ("backbone", "hand_landmarks")
 HAND_MODEL_SOURCES = ("auto", "local", "download")
 HAND_FEATURE_GROUPS = ("keypoints", "distances", "angles", "confidence")
-HEADS = ("svm", "mlp")
+HEADS = ("kernel", "svm", "mlp")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 # Photos of the user's own hand, as <CLASS>/<file>.jpg, relative to the project root: the demo's teach
 # mode saves them here, and params.yaml's data.extra_train lists this folder by default.
@@ -238,6 +238,8 @@ class FeaturizeParams:
 class TrainParams:
     head: str  # one of HEADS
     svm_c: float
+    kernel_components: int  # kernel: landmark rows of the Nystroem approximation (its cost per photo)
+    kernel_alpha: float  # kernel: strength of the ridge classifier's L2 penalty
     epochs: int
     batch_size: int
     learning_rate: float
@@ -257,6 +259,7 @@ class TrainParams:
 class EvaluateParams:
     top_k: int
     extra_sets: tuple  # folders of <CLASS>/*.jpg, relative to the project root or absolute
+    signer_folds: int = 5  # grouped folds of the training signers: each signer is read by a head trained without them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -454,6 +457,8 @@ def _parse_variant(raw: dict) -> Params:
     train = TrainParams(
         head=t.choice("head", HEADS),
         svm_c=t.positive("svm_c"),
+        kernel_components=t.integer("kernel_components", 1),
+        kernel_alpha=t.positive("kernel_alpha"),
         epochs=t.integer("epochs", 1),
         batch_size=t.integer("batch_size", 1),
         learning_rate=t.positive("learning_rate"),
@@ -492,7 +497,8 @@ def _parse_variant(raw: dict) -> Params:
                             "add it or set fine_tune_epochs: 0")
 
     evaluate = EvaluateParams(top_k=s["evaluate"].integer("top_k", 1),
-                              extra_sets=_paths(s["evaluate"], "extra_sets"))
+                              extra_sets=_paths(s["evaluate"], "extra_sets"),
+                              signer_folds=s["evaluate"].integer("signer_folds", 2))
 
     e = s["explain"]
     explain = ExplainParams(

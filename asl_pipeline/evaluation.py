@@ -135,25 +135,31 @@ def score(classifier, files, names, y_true: np.ndarray, top_k: int, description:
                   misclassified_rows(kept_names, y_true, probabilities, classes), skipped)
 
 
-SIGNERS_LEFT_OUT = "signers_left_out"  # accuracy.json's column of the leave-one-signer-out mean
+SIGNERS_LEFT_OUT = "signers_left_out"  # accuracy.json's column of the signer-grouped mean
+SIGNERS_LEFT_OUT_SE = "signers_left_out_se"  # ... its standard error across signers: the noise to read it by
+WORST_SIGNER = "worst_signer"  # ... the accuracy of the signer read worst
 
 
-def accuracy_table(scores: dict, signer_scores: dict) -> dict:
-    """{variant: {set: accuracy}} from each variant's evaluate.json and signers.json ({variant: contents}):
-    test, the other people's sets, the leave-one-signer-out mean (SIGNERS_LEFT_OUT), kaggle_test."""
+def accuracy_table(details: dict, signer_scores: dict) -> dict:
+    """{variant: {column: accuracy}} from each variant's evaluate_details.json and signers.json ({variant:
+    contents}): test, the other people's sets, the signer-grouped mean, its standard error and the worst
+    signer, kaggle_test."""
     try:
         table = {}
-        for name, result in scores.items():
-            row = {set_name: round(value, 4) for set_name, value in result["accuracy"].items()
+        for name, sets in details.items():
+            signers = signer_scores[name]
+            row = {set_name: round(scores["accuracy"], 4) for set_name, scores in sets.items()
                    if set_name != KAGGLE_TEST}
-            row[SIGNERS_LEFT_OUT] = signer_scores[name]["mean"]
-            if KAGGLE_TEST in result["accuracy"]:
-                row[KAGGLE_TEST] = round(result["accuracy"][KAGGLE_TEST], 4)
+            row[SIGNERS_LEFT_OUT] = signers["mean"]
+            row[SIGNERS_LEFT_OUT_SE] = signers["standard_error"]
+            row[WORST_SIGNER] = signers["signers"][signers["worst"][0]]["accuracy"] if signers["worst"] else None
+            if KAGGLE_TEST in sets:
+                row[KAGGLE_TEST] = round(sets[KAGGLE_TEST]["accuracy"], 4)
             table[name] = row
         return table
-    except (KeyError, TypeError, AttributeError) as error:
-        raise PipelineError(f"an evaluate.json or signers.json lacks its scores ({error!r}): re-run `dvc repro "
-                            "evaluate signers`") from None
+    except (KeyError, TypeError, AttributeError, IndexError) as error:
+        raise PipelineError(f"an evaluate_details.json or signers.json lacks its scores ({error!r}): re-run "
+                            "`dvc repro evaluate signers`") from None
 
 
 def format_accuracy_table(table: dict) -> str:

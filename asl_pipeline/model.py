@@ -150,6 +150,26 @@ def svm_head(svc, num_classes: int, feature_mean, feature_variance) -> keras.Mod
     return head
 
 
+def kernel_head(landmarks, gamma: float, weights, bias, feature_mean, feature_variance) -> keras.Model:
+    """The `kernel` head: an RBF kernel approximated on a fixed set of landmark rows (Nystroem) and a linear
+    model on it, as Keras layers: standardize, the kernel against each landmark, one dense layer. weights:
+    (landmarks, classes), already multiplied by the Nystroem normalization; bias: (classes,).
+
+    The Nystroem map K(x, landmarks) @ N (N: the inverse square root of the landmarks' own kernel) and the
+    linear model's weights W fold into one dense layer, N @ W: the head costs the same per photo however many
+    rows it was trained on, unlike an SVM, whose support vectors grow with them.
+    """
+    landmarks = np.asarray(landmarks, np.float32)
+    kernel = RBFKernel(len(landmarks), float(gamma), name="rbf_kernel")
+    logits = keras.layers.Dense(len(bias), trainable=False, dtype="float32", name="logits")
+    head = keras.Sequential([keras.Input((landmarks.shape[1],)),
+                             _standardize(landmarks.shape[1], feature_mean, feature_variance),
+                             kernel, logits, _probabilities()], name="head")
+    kernel.vectors.assign(landmarks)
+    logits.set_weights([np.asarray(weights, np.float32), np.asarray(bias, np.float32)])
+    return head
+
+
 def preprocessing_layers(backbone: str, image_size: int):
     return [backbones.resize_layer(image_size), BackbonePreprocess(backbone, name="preprocess")]
 

@@ -106,8 +106,8 @@ def model_card(variant: str, params: Params, spec: FeatureSpec, run: dict, split
         lines += ["", "Letters other signers still lose (right / photos per set; fewer than 80% right in a set):",
                   "", *misses, ""]
     lines += [
-        ("- Trained on the Kaggle signer's right hand in one room and the photos of data.extra_train (few people: "
-         "`metrics/variants/<variant>/signers.json` scores each one left out): "
+        ("- Trained on the Kaggle signer's right hand in one room and the photos of data.extra_train (other "
+         "people: `metrics/variants/<variant>/signers.json` scores each with a head that never saw them): "
          if params.data.extra_train or params.data.extra_kaggle else "- Trained on one signer's right hand in one room: ")
         + "other hands, skin tones, lighting and camera angles are covered only as far as the extra sets above "
         "show. The mistakes above are mostly the training signers' own ways of forming letters, which no "

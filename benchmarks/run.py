@@ -11,6 +11,7 @@ writes into benchmarks/results.json (its KEYS) and whose ABOUT says how they wer
   serving_flood.py    flood_* (a child process; --only flood runs this part alone)
   personalisation.py  personalisation* (--skip-personalisation leaves it out)
   scale.py            scale_* (`dvc repro` in throwaway copies; --skip-scale leaves it out)
+  head_growth.py      growth_* (the reader's train and signers stages at 1x, 2x, 4x rows; --only growth alone)
 common.py holds what they share (the sample photos, Bench, Meter, the quiet waits, params helpers, the machine).
 Throughput figures are measured on the same sample photos in one process, in interleaved rounds; each round
 first waits (up to --quiet-wait s) for other processes to go quiet, and the quietest round counts. Prints a
@@ -34,6 +35,7 @@ from pathlib import Path
 from common import REPO, Bench, log, machine, served_model  # first: it puts this checkout on sys.path
 
 import experiments  # benchmarks/, this script's folder: each family of figures a module
+import head_growth
 import memory
 import motion_letters
 import scale
@@ -48,6 +50,8 @@ TARGETS = {  # key: (comparison, bound)
     "exp30_speedup": (">=", 20),
     "rss_growth": ("<=", 1.1),
     "scale_linearity": ("<=", 1.15),
+    "growth_train_exponent": ("<=", 1.2),
+    "growth_signers_exponent": ("<=", 1.2),
     "predict_ms_per_image": ("<=", 100),
     "live_page_fps": (">=", 10),
     "flood_peak_rss_mib": ("<=", 2048),
@@ -78,14 +82,20 @@ def table(results: dict, about: dict) -> str:
 
 # --only NAME: one family of figures measured alone (from the served model `dvc repro` trained here, or None)
 # and merged into the results file beside the others, which it leaves as they are.
-PARTS = {"flood": serving_flood, "motion": motion_letters}  # each module's measure(model_file) -> figures
+PARTS = {"flood": serving_flood, "motion": motion_letters, "growth": head_growth}  # measure(model_file) -> figures
+
+
+def part_figures(name: str, args, model_file) -> dict:
+    if name == "growth":  # on the cached features, not a model; --growth-heads: other heads beside the reader's
+        return head_growth.measure(heads=args.growth_heads)
+    return PARTS[name].measure(model_file)
 
 
 def only(name: str, args, previous: dict, started) -> None:
     log(f"{name} alone, merged into {args.output}")
     model_file = served_model()
     figures = {key: round(value, 4) if isinstance(value, float) else value
-               for key, value in PARTS[name].measure(model_file).items()}
+               for key, value in part_figures(name, args, model_file).items()}
     about = {**previous.get("about", {}), f"{name}_measured": started.isoformat(timespec="seconds"),
              f"{name}_command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
              f"{name}_model": None if model_file is None else model_file.relative_to(REPO).as_posix(),
@@ -122,11 +132,15 @@ def main():
     parser.add_argument("--keep-projects", action="store_true")
     parser.add_argument("--skip-personalisation", action="store_true",
                         help="leave out the personalisation run (~5 min here); keeps the last figures, marked")
+    parser.add_argument("--growth-heads", nargs="*", default=[], metavar="HEAD",
+                        help="train.head values measured beside the reader's own in the growth family, e.g. svm, "
+                             "the head it replaced (long: its 4x signers run takes about an hour here)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--only", choices=sorted(PARTS),
                         help="one family alone, merged into the results without touching the other figures: flood "
                              "(benchmarks/serving_flood.py, ~2 min here), motion (benchmarks/motion_letters.py: J/Z "
-                             "leaving one signer out, spell with and without tracking)")
+                             "leaving one signer out, spell with and without tracking), growth "
+                             "(benchmarks/head_growth.py: the reader's train and signers stages at 1x, 2x, 4x rows)")
     args = parser.parse_args()
     started = datetime.datetime.now().astimezone()
     previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
@@ -165,6 +179,9 @@ def main():
             log("serving flood: 40 large images to each of the demo's paths from 20 clients")
             results |= serving_flood.measure(served_model())
             about |= serving_flood.ABOUT
+            log("head growth: the reader's train and signers stages at 1x, 2x, 4x rows (long)")
+            results |= part_figures("growth", args, None)
+            about |= head_growth.ABOUT
     carried = []
     if args.skip_personalisation:
         for key, value in previous.items():

@@ -1,27 +1,53 @@
-"""Stage signers VARIANT: leave-one-signer-out scores from the variant's cached features: for each training
-signer, the variant's head trained without them reads their photos (asl_pipeline/signers.py)."""
+"""Stage signers VARIANT: signer-grouped scores from the variant's cached features: each training signer is read
+by the variant's head trained without their fold of signers (asl_pipeline/signers.py). Writes the per-signer
+details (metrics/variants/VARIANT/signers.json, not a DVC metric: compare puts the mean, its standard error and
+the worst signer in metrics/accuracy.json) and the per-signer plot (plots/variants/VARIANT/signers.csv)."""
+import dataclasses
+import json
 import sys
 import time
+from pathlib import Path
 
-from asl_pipeline import features, signers, training
-from asl_pipeline.atomic import read_json, write_json
-from asl_pipeline.config import SPLITS, variant_stage
+from asl_pipeline import dataset, features, signers, training
+from asl_pipeline.atomic import atomic_files, read_json, write_json, write_text
+from asl_pipeline.config import INPUTS_DIGEST, SPLITS, variant_stage
 from asl_pipeline.errors import exit_on_pipeline_error
 from asl_pipeline.featurizers import FeatureSpec
+
+
+def _unchanged(details: Path, plot: Path, digest: str) -> bool:
+    try:
+        return plot.is_file() and json.loads(details.read_text(encoding="utf-8")).get(INPUTS_DIGEST) == digest
+    except (OSError, ValueError):
+        return False
 
 
 @exit_on_pipeline_error
 def main():
     paths, name, params, variant = variant_stage(sys.argv)
+    details, plot = variant.metrics / "signers.json", variant.plots / "signers.csv"
+    folds = params.evaluate.signer_folds
+    # The folds fit heads on features alone: fine-tuning params change nothing here, and a digest with them
+    # would be None (train always refits a fine-tuned model, which reads the photos).
+    head_params = dataclasses.replace(params, train=dataclasses.replace(params.train, fine_tune_epochs=0))
+    code = [*Path(training.__file__).parent.glob("*.py"), Path(__file__)]
+    digest = training.inputs_digest(head_params, variant.features, code, also={"signer_folds": folds})
+    if _unchanged(details, plot, digest):  # `dvc exp run -S train.epochs=30` re-runs this stage for the reader
+        print(f"signers {name}: nothing the {params.train.head} head's folds read has changed; {details} kept")
+        return
     spec = FeatureSpec.from_dict(read_json(variant.features / "meta.json", f"featurize@{name}")["spec"])
     training.seed_everything(params.train.seed)
     splits = {split: features.load_features(variant.features_file(split), spec) for split in SPLITS}
     started = time.perf_counter()
-    scores = signers.leave_one_signer_out(splits, params.split.classes, spec, params.train)
-    write_json(variant.metrics / "signers.json", scores)
-    print(f"signers {name}: " + ", ".join(f"{signer} {row['accuracy']:.3f} ({row['n']})"
-                                          for signer, row in scores["signers"].items())
-          + f"; mean {scores['mean']}; {len(scores['signers'])} heads in {time.perf_counter() - started:.0f} s")
+    scores = signers.grouped_signer_scores(splits, params.split.classes, spec, head_params.train, folds)
+    rows = [(signer, row["accuracy"], row["n"], row["fold"]) for signer, row in scores["signers"].items()]
+    with atomic_files(details, plot) as (details_tmp, plot_tmp):
+        write_json(details_tmp, scores | {INPUTS_DIGEST: digest})
+        write_text(plot_tmp, dataset.csv_text(["signer", "accuracy", "n", "fold"], rows))
+    worst = ", ".join(f"{signer} {scores['signers'][signer]['accuracy']:.3f}" for signer in scores["worst"])
+    print(f"signers {name}: {len(rows)} signers in {scores['folds']} folds, mean {scores['mean']} "
+          f"(standard error {scores['standard_error']}); worst: {worst}; "
+          f"{time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def make_spec(featurizers=("backbone",), image_size: int = 32, crop_to_hand: boo
 
 
 def train_params(**changes) -> TrainParams:
-    base = TrainParams(head="mlp", svm_c=10.0, epochs=40, batch_size=16, learning_rate=0.01, hidden_units=16,
+    base = TrainParams(head="mlp", svm_c=10.0, kernel_components=200, kernel_alpha=1.0, epochs=40, batch_size=16, learning_rate=0.01, hidden_units=16,
                        dropout=0.1, patience=5, fine_tune_epochs=0, fine_tune_from="conv5_block3_1_conv",
                        fine_tune_learning_rate=1e-3, seed=0)
     return dataclasses.replace(base, **changes)

@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import common  # noqa: E402  (first: it puts this checkout on sys.path)
 import bench_variants  # noqa: E402
 import experiments  # noqa: E402
+import head_growth  # noqa: E402
 import memory  # noqa: E402
 import motion_letters  # noqa: E402
 import personalisation  # noqa: E402
@@ -140,7 +141,8 @@ def test_the_flood_alone_is_merged_into_the_results_beside_the_other_figures(tmp
     assert results["about"]["date"] == "earlier" and "serving_flood.py" in results["about"]["flood"]
 
 
-FAMILIES = (throughput, experiments, serving, motion_letters, memory, serving_flood, personalisation, scale)
+FAMILIES = (throughput, experiments, serving, motion_letters, memory, serving_flood, personalisation, scale,
+            head_growth)
 
 
 def test_the_families_declare_every_figure_of_results_json_once():
@@ -162,3 +164,29 @@ def test_every_family_documents_its_keys_and_common_imports_no_family():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not imported & family_names
+
+
+# ---------------------------------------------------------------- head growth
+
+def test_grown_rows_make_new_signers_of_the_extra_people_and_more_frames_of_the_kaggle_signer():
+    from asl_pipeline import signers
+
+    arrays = {"hand": np.arange(12, dtype=np.float32).reshape(4, 3),
+              "labels": np.array(["A", "B", "A", "B"]), "views": np.zeros(4, np.int16),
+              "paths": np.array(["data/raw/asl_alphabet_train/A/A1.jpg", "data/raw/asl_alphabet_train/B/B2.jpg",
+                                 "data/extra/webcams/A/cam07_A_0033.jpg", "data/extra/signers/B/signer2_B_0001.jpg"]),
+              "origins": np.array(["dataset", "dataset", "webcams", "signers"])}
+    grown = head_growth.grown(arrays, 2, "hand")
+    assert {key: len(value) for key, value in grown.items()} == {key: 12 for key in arrays}
+    assert list(signers.signers_of(grown)) == ["kaggle", "kaggle", "cam07", "signer2",
+                                               "kaggle", "kaggle", "cam0701", "signer201",
+                                               "kaggle", "kaggle", "cam0702", "signer202"]
+    assert len(np.unique(grown["hand"], axis=0)) == 12  # jittered: no two rows alike
+    np.testing.assert_allclose(grown["hand"][4:8], arrays["hand"], atol=0.1)  # ... by 1% of the spread
+    assert list(grown["labels"]) == list(arrays["labels"]) * 3
+
+
+@pytest.mark.parametrize("power", [1.0, 1.2, 2.0])
+def test_growth_exponent_is_the_power_of_the_rows(power):
+    rows = [1000, 2000, 4000]
+    assert head_growth.exponent(rows, [3.0 * r ** power for r in rows]) == pytest.approx(power)

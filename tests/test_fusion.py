@@ -1,4 +1,4 @@
-"""Fusion of the backbone and hand-landmark blocks, and the SVM head.
+"""Fusion of the backbone and hand-landmark blocks, the SVM head and the kernel head.
 
 The assembled model takes a dict of inputs; its head reads the blocks side by side in the order backbone,
 hand, the same order features.head_input builds the training rows in. The svm head is a fitted scikit-learn
@@ -109,7 +109,7 @@ def test_fused_model_joins_the_blocks_as_head_input_does(backbone):
     assert np.abs(head.predict(swapped, verbose=0) - expected).max() > 1e-3
 
 
-@pytest.mark.parametrize("head_kind", ["mlp", "svm"])
+@pytest.mark.parametrize("head_kind", ["mlp", "svm", "kernel"])
 def test_the_heads_standardize_layer_holds_the_training_statistics(head_kind):
     x, y = clusters(3, 30, dim=12)
     x[:, -1] = 1.0  # a constant column, like the found flag when every training photo shows a hand
@@ -223,3 +223,73 @@ def test_grad_cam_works_through_a_fused_model_with_an_svm_head(fused_svm):
     other = (probabilities.argmax(axis=1) + 1) % 3
     other_maps, _ = gradcam.GradCam(fused_svm).heatmaps({"images": images, "hand": hand}, other)
     assert np.abs(other_maps - maps).max() > 0.1
+
+
+# ---------------------------------------------------------------- the kernel head (Nystroem + logistic regression)
+
+@pytest.mark.parametrize("num_classes", [4, 2])
+def test_kernel_head_scores_as_scikit_learns_nystroem_and_ridge(num_classes):
+    """The Keras head rebuilt from a fitted Nystroem map and ridge classifier gives their decisions."""
+    from sklearn.kernel_approximation import Nystroem
+    from sklearn.linear_model import RidgeClassifier
+
+    x, y = clusters(num_classes, 50, spread=2.0, seed=2)
+    mean, variance = x.mean(axis=0), x.var(axis=0)
+    standardized = (x - mean) / np.sqrt(variance)
+    nystroem = Nystroem(gamma=0.1, n_components=60, random_state=0).fit(standardized)
+    ridge = RidgeClassifier(alpha=1.0).fit(nystroem.transform(standardized), y)
+    weights, bias = np.atleast_2d(ridge.coef_), np.ravel(ridge.intercept_)
+    if num_classes == 2:  # one decision, positive for class 1: two scores whose difference it is
+        weights, bias = np.vstack([-weights, weights]) / 2, np.concatenate([-bias, bias]) / 2
+    head = model.kernel_head(nystroem.components_, 0.1, nystroem.normalization_.T @ weights.T, bias, mean, variance)
+    theirs = ridge.decision_function(nystroem.transform(standardized))
+    ours = scores_of(head, x)
+    if num_classes == 2:
+        np.testing.assert_allclose(ours[:, 1] - ours[:, 0], theirs, atol=2e-3)
+    else:
+        np.testing.assert_allclose(ours, theirs, atol=2e-3)
+    assert (head.predict(x, verbose=0).argmax(axis=1) == ridge.predict(nystroem.transform(standardized))).all()
+    assert not (ridge.predict(nystroem.transform(standardized)) == y).all()  # overlapping: a real ranking
+
+
+def test_kernel_head_learns_separable_features_and_costs_the_same_for_more_rows():
+    small, large = clusters(3, 60, seed=1), clusters(3, 600, seed=1)
+    params = train_params(head="kernel", kernel_components=50)
+    heads = {}
+    for name, (x, y) in (("small", small), ("large", large)):
+        heads[name], summary = training.train_head(x[:-30], y[:-30], x[-30:], y[-30:], 3, params)
+        assert summary["val_accuracy"] > 0.9 and summary["epochs_run"] == 1
+        assert [layer.name for layer in heads[name].layers][-2:] == ["logits", "probabilities"]
+    # Ten times the rows, the same weights to read a photo with: an SVM's support vectors would grow instead.
+    assert heads["small"].count_params() == heads["large"].count_params()
+    assert heads["large"].get_layer("rbf_kernel").vectors.shape == (50, small[0].shape[1])
+
+
+def test_kernel_head_probabilities_are_sure_where_the_classes_are_clear_and_not_where_they_overlap():
+    """Temperature-scaled on val: a clear case reads near 1, as spell's min_probability expects, and a
+    muddle does not (raw ridge decisions near [-1, 1] would give every photo about 1/3 with 3 classes)."""
+    params = train_params(head="kernel", kernel_components=50)
+    clear, muddle = clusters(3, 80, spread=0.3, seed=3), clusters(3, 80, spread=6.0, seed=3)
+    sure = {}
+    for name, (x, y) in (("clear", clear), ("muddle", muddle)):
+        head, _ = training.train_head(x[:180], y[:180], x[180:210], y[180:210], 3, params)
+        sure[name] = head.predict(x[210:], verbose=0).max(axis=1).mean()
+    assert sure["clear"] > 0.9 and sure["muddle"] < 0.8, sure
+
+
+def test_kernel_head_needs_every_class():
+    x, y = clusters(3, 20)
+    with pytest.raises(PipelineError, match=r"classes \[2\]"):
+        training.train_head(x[y < 2], y[y < 2], x[:0], y[:0], 3, train_params(head="kernel"))
+
+
+def test_kernel_models_save_and_load_in_safe_mode_and_predict_the_same(tmp_path):
+    x, y = clusters(3, 20, dim=HANDS_ONLY.hand_dim, seed=4)
+    head, _ = training.train_head(x, y, x[:0], y[:0], 3, train_params(head="kernel", kernel_components=30))
+    network = model.assemble(HANDS_ONLY, None, head)
+    files = ModelFiles(tmp_path / "model.keras")
+    model.save_model(network, ["A", "B", "C"], HANDS_ONLY, files.model, files.labels, files.spec)
+    loaded, classes = model.load_model(files.model, files.labels)  # safe mode
+    assert classes == ["A", "B", "C"]
+    np.testing.assert_allclose(loaded.predict({"hand": x}, verbose=0), network.predict({"hand": x}, verbose=0),
+                               atol=1e-6)

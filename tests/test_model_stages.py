@@ -660,7 +660,7 @@ def test_saved_model_is_invariant_to_image_size(saved_model, height, width, tole
 # ---------------------------------------------------------------- the train stage
 
 @needs_bundle
-@pytest.mark.parametrize("head", ["svm", "mlp"])
+@pytest.mark.parametrize("head", ["kernel", "svm", "mlp"])
 def test_train_stage_on_cached_hand_features_writes_the_model_and_its_companions(stage_project, monkeypatch,
                                                                                    capsys, head):
     """The train stage, in this process, on feature files as featurize writes them for a landmarks-only variant:
@@ -721,7 +721,61 @@ def test_train_stage_on_cached_hand_features_writes_the_model_and_its_companions
     metrics = json.loads((variant.metrics / "train.json").read_text())
     assert variant.metrics == project.root / "metrics" / "variants" / name
     assert metrics["fine_tuned"] is False and metrics["val_accuracy"] > 0.8
-    assert metrics["epochs_run"] == 1 if head == "svm" else 1 <= metrics["epochs_run"] <= 15
+    assert metrics["epochs_run"] == 1 if head != "mlp" else 1 <= metrics["epochs_run"] <= 15
     network, _ = model.load_model(files.model, files.labels)
     assert model.input_names(network) == ("hand",)
     assert (network.predict({"hand": x[45:]}, verbose=0).argmax(axis=1) == y[45:]).mean() > 0.8
+
+
+# ---------------------------------------------------------------- the signers stage
+
+def write_signer_features(project, name: str, spec) -> None:
+    """Feature files of six signers (the Kaggle one and cam01..cam05, in their file names) for the signers stage."""
+    from asl_pipeline.config import Paths
+
+    folder = Paths(project.root).variant(name).features
+    folder.mkdir(parents=True)
+    x, y = separable_features(per_class=30, dim=spec.hand_dim, seed=7)
+    people = np.arange(len(y)) % 6
+    for split, rows in (("train", slice(0, 70)), ("val", slice(70, 80)), ("test", slice(80, 90))):
+        count = len(y[rows])
+        paths = [f"data/raw/A/A{i}.jpg" if person == 0 else f"data/extra/webcams/A/cam{person:02d}_A_{i}.jpg"
+                 for i, person in enumerate(people[rows])]
+        features.save_features(folder / f"{split}.npz", {
+            "hand": x[rows], "labels": np.array([CLASSES[i] for i in y[rows]]), "paths": np.array(paths),
+            "views": np.zeros(count, np.int16),
+            "origins": np.array(["dataset" if p == 0 else "webcams" for p in people[rows]])})
+    (folder / "meta.json").write_text(json.dumps({"spec": spec.to_dict(), "weights": "not used", "pretrained": False}))
+
+
+def test_signers_stage_writes_details_and_a_plot_and_refits_only_when_what_it_reads_changes(stage_project):
+    from asl_pipeline.config import Paths, load_params
+    from asl_pipeline.featurizers import FeatureSpec
+
+    project, name = stage_project, "reader"
+    project.set(variants={name: {"model": {"featurizers": ["hand_landmarks"]}, "train": {"head": "kernel"}}},
+                serve={"model": name}, split={"classes": CLASSES}, hands={"features": ["angles"]},
+                evaluate={"signer_folds": 3})
+    spec = FeatureSpec.from_params(load_params(project.root / "params.yaml").variant(name))
+    write_signer_features(project, name, spec)
+    variant = Paths(project.root).variant(name)
+    result = project.run("signers", name)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "6 signers in 3 folds" in result.stdout
+    details = json.loads((variant.metrics / "signers.json").read_text())
+    assert list(details["signers"]) == ["kaggle", *(f"cam{i:02d}" for i in range(1, 6))]
+    assert {row["fold"] for row in details["signers"].values()} == {0, 1, 2} and details["folds"] == 3
+    assert details["mean"] > 0.8 and details["standard_error"] >= 0 and len(details["worst"]) == 3
+    plotted = (variant.plots / "signers.csv").read_text().splitlines()
+    assert plotted[0] == "signer,accuracy,n,fold" and len(plotted) == 7
+    before = (variant.metrics / "signers.json").read_bytes()
+
+    project.set(train={"epochs": 3})  # the kernel head reads no epochs: nothing to refit
+    result = project.run("signers", name)
+    assert result.returncode == 0 and "nothing the kernel head's folds read has changed" in result.stdout
+    assert (variant.metrics / "signers.json").read_bytes() == before
+
+    project.set(evaluate={"signer_folds": 2})  # what it reads: refits
+    result = project.run("signers", name)
+    assert result.returncode == 0 and "6 signers in 2 folds" in result.stdout, result.stdout
+    assert json.loads((variant.metrics / "signers.json").read_text())["folds"] == 2

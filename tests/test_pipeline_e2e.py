@@ -1,7 +1,7 @@
 """End to end: `dvc repro` on a small subset of the real sample, in a throwaway copy of the project.
 
 3 classes, 24 photos each, a 9-photo extra set of other people's hands, and the two model variants the
-project ships, made small: `reader`, hand landmarks (the real MediaPipe bundle from ../shared) with the svm
+project ships, made small: `reader`, hand landmarks (the real MediaPipe bundle from ../shared) with the kernel
 head, and `resnet50`, ResNet50 with random init at 32 px with the mlp head trained for a few epochs. A later
 experiment changes the epochs (resnet50's features are reused); three more, queued in DVC's copies of the
 project on two workers, fine-tune resnet50 on photos fused with hand landmarks, re-run from download, and change
@@ -33,7 +33,7 @@ SETS = ["test", EXTRA, "kaggle_test"]  # evaluate.json's order: what exp show co
 READER, RESNET = "reader", "resnet50"
 VARIANTS = {
     READER: {"model": {"featurizers": ["hand_landmarks"]}, "featurize": {},
-             "train": {"head": "svm", "landmark_copies": 1}},
+             "train": {"head": "kernel", "kernel_components": 40, "landmark_copies": 1}},
     RESNET: {"model": {"featurizers": ["backbone"]}, "featurize": {}, "train": {"head": "mlp"}},
 }
 EPOCHS = 3
@@ -98,7 +98,8 @@ def project(tmp_path_factory):
         (extra / label).mkdir(parents=True)
         for photo in sorted((OTHER_DEV / label).glob("*.jpg"))[:3]:
             shutil.copy2(photo, extra / label / photo.name)
-    # More signers, outside the project like ../shared (absolute: DVC hashes it, also from its experiment copies).
+    # More signers, outside the project like ../shared (relative, as the default is: `link-outside` lets DVC's
+    # experiment copies find it).
     signers = tmp_path_factory.mktemp("signers") / "asl-signers"
     for label in CLASSES:
         (signers / label).mkdir(parents=True)
@@ -106,7 +107,7 @@ def project(tmp_path_factory):
             for photo in sorted((SIGNERS / label).glob(f"{signer}_*.jpg"))[:3]:
                 shutil.copy2(photo, signers / label / photo.name)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["extra_train"] = {"my-hand": "data/my-hand", "signers": str(signers)}
+    params["data"]["extra_train"] = {"my-hand": "data/my-hand", "signers": os.path.relpath(signers, root)}
     # Relative, as the default is: queued experiments run in a copy under .dvc/tmp/exps/ and must find it.
     params["data"]["local_dir"] = os.path.relpath(SAMPLE, root)
     params["split"].update(classes=CLASSES, per_class=24)
@@ -154,10 +155,11 @@ def test_repro_runs_every_stage_of_every_variant_then_is_up_to_date(project):
             VARIANTS[variant]["model"]["featurizers"]
 
         evaluate = _json(project, f"metrics/variants/{variant}/evaluate.json")
-        assert list(evaluate["accuracy"]) == SETS  # what exp show compares, in its order
+        assert list(evaluate) == ["mirror_consistency", "macro_f1"]  # accuracy is compare's, in accuracy.json
+        assert list(evaluate["macro_f1"]) == SETS  # what exp show compares, in its order
         details = _json(project, f"metrics/variants/{variant}/evaluate_details.json")
         for name in SETS:
-            assert evaluate["macro_f1"][name] == details[name]["macro_f1"]
+            assert evaluate["macro_f1"][name] == round(details[name]["macro_f1"], 4)
             scalars = HAND_SCALARS if variant == READER else SET_SCALARS
             assert set(details[name]) == scalars, (variant, name, details[name])  # per-class in plots/
         assert details[EXTRA]["n"] == 9 and details["kaggle_test"]["n"] == 3
@@ -189,26 +191,31 @@ def test_repro_runs_every_stage_of_every_variant_then_is_up_to_date(project):
     with np.load(project / "data/features/resnet50/train.npz") as train:
         assert train["backbone"].shape[1] == 2048 and "hand" not in train.files
     assert _json(project, "models/resnet50/run.json")["pretrained"] is False
-    assert _json(project, "metrics/variants/resnet50/evaluate.json")["pretrained"] is False
+    assert _json(project, "metrics/variants/resnet50/train.json")["pretrained"] is False
     assert _json(project, "metrics/variants/resnet50/hands.json") == {"hand_found": None}
     epochs_run = _json(project, "metrics/variants/resnet50/train.json")["epochs_run"]
     assert 1 <= epochs_run <= EPOCHS and epoch_rows(project, RESNET) == epochs_run
 
-    # compare: every variant's accuracy per set, as evaluate wrote it.
-    accuracy = {variant: {name: round(_json(project, f"metrics/variants/{variant}/evaluate.json")["accuracy"][name], 4)
-                          for name in SETS} for variant in (READER, RESNET)}
-    assert _json(project, "metrics/accuracy.json") == {  # the leave-one-signer-out mean before kaggle_test
+    # compare: every variant's accuracy per set, as evaluate scored it, and the signer-grouped scores.
+    accuracy = {variant: {name: round(_json(project, f"metrics/variants/{variant}/evaluate_details.json")[name]
+                                      ["accuracy"], 4) for name in SETS} for variant in (READER, RESNET)}
+    signer_scores = {variant: _json(project, f"metrics/variants/{variant}/signers.json") for variant in (READER, RESNET)}
+    assert _json(project, "metrics/accuracy.json") == {  # the signer-grouped scores before kaggle_test
         variant: {**{name: accuracy[variant][name] for name in SETS[:-1]},
-                  "signers_left_out": _json(project, f"metrics/variants/{variant}/signers.json")["mean"],
+                  "signers_left_out": signer_scores[variant]["mean"],
+                  "signers_left_out_se": signer_scores[variant]["standard_error"],
+                  "worst_signer": min(row["accuracy"] for row in signer_scores[variant]["signers"].values()),
                   SETS[-1]: accuracy[variant][SETS[-1]]} for variant in (READER, RESNET)}
 
-    # Leave one signer out: the Kaggle signer and each of the two others, read by a head trained without them.
+    # Signer-grouped folds: the Kaggle signer and each of the two others, read by a head trained without them.
     for variant in (READER, RESNET):
-        scores = _json(project, f"metrics/variants/{variant}/signers.json")
+        scores = signer_scores[variant]
         assert list(scores["signers"]) == ["kaggle", *SIGNER_NAMES]
         assert [row["n"] for row in scores["signers"].values()][1:] == [3 * len(CLASSES)] * len(SIGNER_NAMES)
         assert scores["mean"] == pytest.approx(np.mean([row["accuracy"] for row in scores["signers"].values()]),
                                                abs=1e-4)
+        plotted = (project / f"plots/variants/{variant}/signers.csv").read_text().splitlines()
+        assert plotted[0] == "signer,accuracy,n,fold" and len(plotted) == 1 + len(scores["signers"])
 
     # DVC hashes every data.extra_train folder itself: nothing re-runs, and `dvc status` is clean.
     assert stages_run(_run(["dvc", "repro"], project).output) == set()
@@ -216,7 +223,7 @@ def test_repro_runs_every_stage_of_every_variant_then_is_up_to_date(project):
 
 
 def test_a_changed_photo_in_one_extra_folder_re_runs_that_entry_alone(project):
-    signers = Path(yaml.safe_load((project / "params.yaml").read_text())["data"]["extra_train"]["signers"])
+    signers = project / yaml.safe_load((project / "params.yaml").read_text())["data"]["extra_train"]["signers"]
     photo = sorted((signers / CLASSES[0]).glob("*.jpg"))[0]
     photo.write_bytes(photo.read_bytes() + b"\0")  # new bytes, the same picture (the tail after the JPEG's end)
     status = _run(["dvc", "status"], project).output
@@ -256,9 +263,10 @@ def test_exp_run_with_other_epochs_reuses_features_and_retrains(project):
     assert "Stage 'featurize@resnet50' didn't change, skipping" in output
     assert "Stage 'hand_model' didn't change, skipping" in output
     assert of(RESNET, "train", "evaluate", "explain") | {"compare"} <= run
-    # DVC re-runs train@reader too (every variant's train declares the `train` section), but the SVM reads no
-    # epochs: it keeps its model, and nothing after it re-runs.
-    assert "train reader: nothing this variant's svm head reads has changed" in output
+    # DVC re-runs train@reader and signers@reader too (every variant's declares the `train` section), but the
+    # kernel head reads no epochs: they keep their outputs, and nothing after them re-runs.
+    assert "train reader: nothing this variant's kernel head reads has changed" in output
+    assert "signers reader: nothing the kernel head's folds read has changed" in output
     assert not run & of(READER, "evaluate", "explain"), run
     assert (project / "models/reader/model.keras").read_bytes() == reader_model
     train = _json(project, "metrics/variants/resnet50/train.json")
@@ -279,7 +287,7 @@ def test_exp_run_with_other_epochs_reuses_features_and_retrains(project):
     assert "train.epochs" in header
     metric_columns = header[header.index("parent") + 1:header.index("data.source")]  # before the params
     # compare's table first: every variant's accuracy per set; then the variants' own metrics.
-    columns = [*SETS[:-1], "signers_left_out", SETS[-1]]
+    columns = [*SETS[:-1], "signers_left_out", "signers_left_out_se", "worst_signer", SETS[-1]]
     assert metric_columns[:2 * len(columns)] == [f"{variant}.{name}" for variant in (READER, RESNET) for name in columns]
 
 
@@ -290,13 +298,15 @@ def queue(project):
     data.local_dir) and fine-tunes resnet50 fused with hand landmarks, and `reader-only` changes one of the
     reader's own params. Returns the committed models, to compare each experiment's with."""
     _commit(project, "before the queue")
+    # As `make pipeline` does: DVC's copies under .dvc/tmp/exps/ find the relative signers folder outside.
+    assert "experiment copies find" in _run([sys.executable, "-m", "asl_pipeline", "link-outside"], project).output
     local_dir = yaml.safe_load((project / "params.yaml").read_text())["data"]["local_dir"]
     # `+`: keys the variant does not set yet (Hydra's override syntax, which -S uses, appends a key with `+`).
     for name, changes in (("fine-tuned", ["variants.resnet50.model.featurizers=[backbone,hand_landmarks]",
                                           "+variants.resnet50.train.fine_tune_epochs=1",
                                           "+variants.resnet50.train.fine_tune_from=conv5_block3_1_conv",
                                           f"data.local_dir={local_dir}/"]),
-                          ("reader-only", ["+variants.reader.train.svm_c=10"])):
+                          ("reader-only", ["+variants.reader.train.kernel_alpha=3"])):
         _run(["dvc", "exp", "run", "--queue", "-n", name, *(arg for change in changes for arg in ("-S", change))],
              project)
     _run(["dvc", "queue", "start", "-j", "2"], project)
@@ -334,9 +344,9 @@ def test_a_change_to_one_variants_own_params_leaves_the_other_variant_alone(proj
     assert not run & (of(RESNET, *PER_VARIANT_STAGES) | of(READER, "featurize")
                       | {"download", "split", "hand_model"}), run
     _run(["dvc", "exp", "apply", "reader-only"], project)
-    assert yaml.safe_load((project / "params.yaml").read_text())["variants"][READER]["train"]["svm_c"] == 10
-    assert _json(project, "models/reader/run.json")["params"]["train"]["svm_c"] == 10
-    assert _json(project, "models/resnet50/run.json")["params"]["train"]["svm_c"] != 10
+    assert yaml.safe_load((project / "params.yaml").read_text())["variants"][READER]["train"]["kernel_alpha"] == 3
+    assert _json(project, "models/reader/run.json")["params"]["train"]["kernel_alpha"] == 3
+    assert _json(project, "models/resnet50/run.json")["params"]["train"]["kernel_alpha"] != 3
     assert models_now(project, RESNET) == queue[RESNET]
 
 

@@ -1,5 +1,5 @@
-"""Leave-one-signer-out scores: who signs a photo, folds that never train on the signer they score, and
-scores that follow what the other signers teach."""
+"""Signer-grouped scores: who signs a photo, folds that never put a signer on both sides, and scores that
+follow what the other signers teach."""
 import dataclasses
 
 import numpy as np
@@ -58,8 +58,8 @@ def splits_of(people, rng, marked=True):
             "test": synthetic_split(dataset_only, rng, 0, marked)}
 
 
-def test_no_fold_trains_on_the_signer_it_scores(monkeypatch):
-    splits = splits_of(PEOPLE, np.random.default_rng(0))
+def recording_heads(monkeypatch) -> list:
+    """(signers trained on, signers validated on) of every head fitted, from the MARK column."""
     seen = []
     real = training.train_head
 
@@ -68,23 +68,60 @@ def test_no_fold_trains_on_the_signer_it_scores(monkeypatch):
         return real(train_x, train_y, val_x, val_y, *args, **kwargs)
 
     monkeypatch.setattr(training, "train_head", recording)
-    scores = signers.leave_one_signer_out(splits, CLASSES, SPEC, train_params(head="svm"))
-    assert list(scores["signers"]) == list(PEOPLE)
-    for (mark, _), (trained_on, validated_on) in zip(enumerate(PEOPLE, start=1), seen):
-        assert mark not in trained_on and mark not in validated_on
-        assert trained_on == set(range(1, len(PEOPLE) + 1)) - {mark}
+    return seen
+
+
+def test_with_a_fold_per_signer_no_head_trains_on_the_signer_it_scores(monkeypatch):
+    splits = splits_of(PEOPLE, np.random.default_rng(0))
+    seen = recording_heads(monkeypatch)
+    scores = signers.grouped_signer_scores(splits, CLASSES, SPEC, train_params(head="svm"), folds=10)
+    assert list(scores["signers"]) == list(PEOPLE) and scores["folds"] == len(PEOPLE) == len(seen)
+    for fold, (trained_on, validated_on) in enumerate(seen):
+        held_out = {mark for mark, name in enumerate(PEOPLE, start=1) if scores["signers"][name]["fold"] == fold}
+        assert len(held_out) == 1 and not held_out & (trained_on | validated_on)
+        assert trained_on == set(range(1, len(PEOPLE) + 1)) - held_out
     # Every original photo of the left-out signer is read once: train, val and test, copies (views) not.
     assert scores["signers"]["kaggle"]["n"] == 3 * 6 * 3
     assert scores["signers"]["signer1"]["n"] == 3 * 4
 
 
+MANY = {"kaggle": (DATASET_ORIGIN, 6, False), **{f"cam{i:02d}": ("webcams", 2 + i % 3, False) for i in range(1, 8)}}
+
+
+def test_grouped_folds_never_put_a_signer_on_both_sides(monkeypatch):
+    """Eight signers in three folds: each fold's signers are in no head that reads them, and every other
+    signer is in it; each signer in exactly one fold."""
+    splits = splits_of(MANY, np.random.default_rng(4))
+    seen = recording_heads(monkeypatch)
+    scores = signers.grouped_signer_scores(splits, CLASSES, SPEC, train_params(head="kernel"), folds=3)
+    assert scores["folds"] == len(seen) == 3
+    assert set(scores["signers"]) == set(MANY)
+    marks = {name: mark for mark, name in enumerate(MANY, start=1)}
+    for fold, (trained_on, validated_on) in enumerate(seen):
+        held_out = {marks[name] for name, row in scores["signers"].items() if row["fold"] == fold}
+        assert held_out and not held_out & (trained_on | validated_on)
+        assert trained_on == set(marks.values()) - held_out
+
+
+def test_signer_folds_deal_each_signer_to_one_fold():
+    names = np.array(["kaggle"] * 50 + [f"cam{i}" for i in range(9) for _ in range(5)])
+    folds = signers.signer_folds(names, 4)
+    assert len(folds) == 4 and all(folds)
+    assert sorted(name for fold in folds for name in fold) == sorted(set(names.tolist()))
+    assert sorted(map(len, signers.signer_folds(names, 50))) == [1] * 10  # never more folds than signers
+    assert signers.signer_folds(np.array(["kaggle"] * 5), 4) == []
+
+
 def test_scores_follow_what_the_others_teach():
-    result = signers.leave_one_signer_out(splits_of(PEOPLE, np.random.default_rng(1), marked=False), CLASSES, SPEC,
-                                          train_params(head="svm"))
+    result = signers.grouped_signer_scores(splits_of(PEOPLE, np.random.default_rng(1), marked=False), CLASSES, SPEC,
+                                           train_params(head="svm"), folds=len(PEOPLE))
     scores = result["signers"]
     assert scores["signer1"]["accuracy"] == scores["signer2"]["accuracy"] == 1.0  # signs as the others do
     assert scores["signer3"]["accuracy"] < 0.5  # signs `A` as the others sign `nothing`
-    assert result["mean"] == pytest.approx(np.mean([row["accuracy"] for row in scores.values()]), abs=1e-4)
+    accuracies = [row["accuracy"] for row in scores.values()]
+    assert result["mean"] == pytest.approx(np.mean(accuracies), abs=1e-4)
+    assert result["standard_error"] == pytest.approx(np.std(accuracies, ddof=1) / np.sqrt(len(accuracies)), abs=1e-4)
+    assert result["worst"][0] == "signer3"
 
 
 def test_a_class_no_other_signer_shows_counts_as_wrong_for_the_mlp_head_too():
@@ -94,11 +131,12 @@ def test_a_class_no_other_signer_shows_counts_as_wrong_for_the_mlp_head_too():
     others = splits["train"]["origins"] != DATASET_ORIGIN
     splits["train"] = {key: value[~(others & ~no_nothing)] for key, value in splits["train"].items()}
     params = dataclasses.replace(train_params(head="mlp"), epochs=30, learning_rate=0.01)
-    kaggle = signers.leave_one_signer_out(splits, CLASSES, SPEC, params)["signers"]["kaggle"]
+    kaggle = signers.grouped_signer_scores(splits, CLASSES, SPEC, params, folds=5)["signers"]["kaggle"]
     assert kaggle["accuracy"] <= 2 / 3 + 1e-9  # its `nothing` photos can only be read as A or B
 
 
 def test_one_signer_has_no_one_to_leave_out():
     people = {"kaggle": (DATASET_ORIGIN, 6, False)}
-    assert signers.leave_one_signer_out(splits_of(people, np.random.default_rng(3)), CLASSES, SPEC,
-                                        train_params(head="svm")) == {"signers": {}, "mean": None}
+    assert signers.grouped_signer_scores(splits_of(people, np.random.default_rng(3)), CLASSES, SPEC,
+                                         train_params(head="svm"), folds=5) == {
+        "signers": {}, "mean": None, "standard_error": None, "worst": [], "folds": 0}

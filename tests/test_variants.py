@@ -163,7 +163,7 @@ def test_serve_model_must_name_a_variant(serve, fragments):
 
 
 @pytest.mark.parametrize("variant, section, key, value, allowed", [
-    ("resnet50", "train", "head", "knn", "['svm', 'mlp']"),
+    ("resnet50", "train", "head", "knn", "['kernel', 'svm', 'mlp']"),
     ("resnet50", "model", "featurizers", ["hands"], "backbone"),
     ("reader", "model", "image_size", 10, ">= 32"),
     ("reader", "featurize", "precision", "fp16", "float32"),
@@ -320,44 +320,56 @@ def test_params_from_record_names_the_file_of_an_incomplete_record(change):
 
 # ---------------------------------------------------------------- the accuracy table and the compare stage
 
-def evaluate_json(accuracy: dict) -> dict:
-    """A variant's evaluate.json as the evaluate stage writes it."""
-    return {"accuracy": accuracy, "mirror_consistency": {name: 1.0 for name in accuracy},
-            "macro_f1": {name: 0.5 for name in accuracy}, "pretrained": None}
+def evaluate_details(accuracy: dict) -> dict:
+    """A variant's evaluate_details.json as the evaluate stage writes it: per set, its scalars."""
+    return {name: {"n": 10, "accuracy": value, "macro_f1": 0.5, "mirror_consistency": 1.0}
+            for name, value in accuracy.items()}
+
+
+def signer_scores(accuracies: dict, mean, standard_error) -> dict:
+    """A variant's signers.json as the signers stage writes it."""
+    return {"signers": {name: {"accuracy": value, "n": 9, "fold": 0} for name, value in accuracies.items()},
+            "mean": mean, "standard_error": standard_error,
+            "worst": sorted(accuracies, key=accuracies.get)[:3], "folds": 2}
 
 
 SCORES = {
-    "resnet50": evaluate_json({"test": 0.23414, "asl-other-dev": 0.02308, "kaggle_test": 0.5}),
-    "reader": evaluate_json({"test": 0.956149, "asl-other-dev": 0.76154, "kaggle_test": 0.89286}),
+    "resnet50": evaluate_details({"test": 0.23414, "kaggle_test": 0.5, "asl-other-dev": 0.02308}),
+    "reader": evaluate_details({"test": 0.956149, "kaggle_test": 0.89286, "asl-other-dev": 0.76154}),
 }
-SIGNER_SCORES = {"resnet50": {"signers": {"kaggle": {"accuracy": 0.03, "n": 9}}, "mean": 0.1207},
-                 "reader": {"signers": {"kaggle": {"accuracy": 0.5, "n": 9}}, "mean": 0.7389}}
-TABLE = {"resnet50": {"test": 0.2341, "asl-other-dev": 0.0231, "signers_left_out": 0.1207, "kaggle_test": 0.5},
-         "reader": {"test": 0.9561, "asl-other-dev": 0.7615, "signers_left_out": 0.7389, "kaggle_test": 0.8929}}
+SIGNER_SCORES = {"resnet50": signer_scores({"kaggle": 0.03, "cam01": 0.2114}, 0.1207, 0.0907),
+                 "reader": signer_scores({"kaggle": 0.5, "cam01": 0.9778}, 0.7389, 0.2389)}
+TABLE = {"resnet50": {"test": 0.2341, "asl-other-dev": 0.0231, "signers_left_out": 0.1207, "signers_left_out_se": 0.0907,
+                      "worst_signer": 0.03, "kaggle_test": 0.5},
+         "reader": {"test": 0.9561, "asl-other-dev": 0.7615, "signers_left_out": 0.7389, "signers_left_out_se": 0.2389,
+                    "worst_signer": 0.5, "kaggle_test": 0.8929}}
 
 
 def test_accuracy_table_keeps_the_order_and_rounds_to_4_places():
     table = evaluation.accuracy_table(SCORES, SIGNER_SCORES)
     assert table == TABLE
     assert list(table) == ["resnet50", "reader"]  # the variants' order, not sorted
-    # The sets' order, the leave-one-signer-out mean beside the other people's sets, Kaggle's few photos last.
-    assert all(list(row) == ["test", "asl-other-dev", "signers_left_out", "kaggle_test"] for row in table.values())
+    # The sets' order, the signer-grouped mean with its noise and worst signer beside the other people's sets,
+    # Kaggle's few photos last.
+    assert all(list(row) == ["test", "asl-other-dev", "signers_left_out", "signers_left_out_se", "worst_signer",
+                             "kaggle_test"] for row in table.values())
 
 
 def test_accuracy_table_of_a_single_signer_has_no_left_out_mean():
-    one_signer = {name: {"signers": {}, "mean": None} for name in SCORES}
-    assert all(row["signers_left_out"] is None for row in evaluation.accuracy_table(SCORES, one_signer).values())
-    assert "  -  " in evaluation.format_accuracy_table(evaluation.accuracy_table(SCORES, one_signer))
+    one_signer = {name: {"signers": {}, "mean": None, "standard_error": None, "worst": [], "folds": 0}
+                  for name in SCORES}
+    table = evaluation.accuracy_table(SCORES, one_signer)
+    assert all(row["signers_left_out"] is row["worst_signer"] is None for row in table.values())
+    assert "  -  " in evaluation.format_accuracy_table(table)
 
 
-@pytest.mark.parametrize("result", [{"mirror_consistency": {"test": 1.0}}, {"accuracy": 0.9}, None, [],
-                                    {"accuracy": {"test": None}}],
+@pytest.mark.parametrize("result", [{"test": {"n": 3}}, {"test": 0.9}, None, [], {"test": {"accuracy": None}}],
                          ids=["no accuracy", "accuracy not per set", "null", "a list", "no number"])
-def test_accuracy_table_of_an_evaluate_json_without_accuracy_per_set_names_the_fix(result):
+def test_accuracy_table_of_evaluate_details_without_accuracy_per_set_names_the_fix(result):
     with pytest.raises(PipelineError) as caught:
         evaluation.accuracy_table({"reader": SCORES["reader"], "resnet50": result}, SIGNER_SCORES)
     message = str(caught.value)
-    assert "evaluate.json" in message and "dvc repro evaluate" in message and "\n" not in message
+    assert "evaluate_details.json" in message and "dvc repro evaluate" in message and "\n" not in message
 
 
 def test_format_accuracy_table_has_a_row_per_variant_and_a_column_per_set():
@@ -382,22 +394,22 @@ def test_format_accuracy_table_puts_every_value_under_its_set_name():
 
 
 def write_compare_project(stage_project, scores: dict) -> Paths:
-    """params.yaml with the variants resnet50 then reader, and each variant's evaluate.json from `scores` and
-    signers.json from SIGNER_SCORES."""
+    """params.yaml with the variants resnet50 then reader, and each variant's evaluate_details.json from `scores`
+    and signers.json from SIGNER_SCORES."""
     stage_project.set(variants={"resnet50": resnet(), "reader": reader()}, serve={"model": "reader"})
     paths = Paths(stage_project.root)
     for name, result in scores.items():
         folder = paths.variant(name).metrics
         folder.mkdir(parents=True)
-        (folder / "evaluate.json").write_text(json.dumps(result), encoding="utf-8")
-        (folder / "signers.json").write_text(json.dumps(SIGNER_SCORES.get(name, {"signers": {}, "mean": None})),
+        (folder / "evaluate_details.json").write_text(json.dumps(result), encoding="utf-8")
+        (folder / "signers.json").write_text(json.dumps(SIGNER_SCORES.get(name, signer_scores({}, None, None))),
                                              encoding="utf-8")
     return paths
 
 
 def test_compare_stage_writes_every_variants_accuracy_per_set(stage_project):
     # A variant no longer in params.yaml leaves its metrics behind; compare reads only the declared ones.
-    paths = write_compare_project(stage_project, {**SCORES, "old": evaluate_json({"test": 1.0})})
+    paths = write_compare_project(stage_project, {**SCORES, "old": evaluate_details({"test": 1.0})})
     result = stage_project.run("compare")
     assert result.returncode == 0, result.stderr[-2000:]
     accuracy = json.loads((paths.metrics / "accuracy.json").read_text(encoding="utf-8"))
@@ -406,9 +418,9 @@ def test_compare_stage_writes_every_variants_accuracy_per_set(stage_project):
 
 
 @pytest.mark.parametrize("problem", ["missing", "damaged"])
-def test_compare_stage_without_a_variants_evaluate_json_exits_1_naming_it(stage_project, problem):
+def test_compare_stage_without_a_variants_evaluate_details_exits_1_naming_it(stage_project, problem):
     paths = write_compare_project(stage_project, SCORES)
-    missing = paths.variant("reader").metrics / "evaluate.json"
+    missing = paths.variant("reader").metrics / "evaluate_details.json"
     if problem == "missing":
         missing.unlink()
     else:
@@ -417,13 +429,56 @@ def test_compare_stage_without_a_variants_evaluate_json_exits_1_naming_it(stage_
     result = stage_project.run("compare")
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "metrics/variants/reader/evaluate.json" in result.stderr and "dvc repro evaluate@reader" in result.stderr
+    assert "metrics/variants/reader/evaluate_details.json" in result.stderr and "dvc repro evaluate@reader" in result.stderr
     assert (paths.metrics / "accuracy.json").read_text(encoding="utf-8") == '{"previous": true}'
 
 
-def test_compare_stage_with_an_evaluate_json_lacking_accuracy_exits_1(stage_project):
+def test_compare_stage_with_evaluate_details_lacking_accuracy_exits_1(stage_project):
     paths = write_compare_project(stage_project, {**SCORES, "reader": {"pretrained": None}})
     result = stage_project.run("compare")
     assert result.returncode == 1 and "dvc repro evaluate" in result.stderr, result.stderr
     assert not (paths.metrics / "accuracy.json").exists()
 
+
+
+# ---------------------------------------------------------------- what `dvc exp show` shows
+
+MAX_METRIC_VALUES = 40  # `dvc exp show` stays a table a person can read
+
+
+def declared_metric_files() -> list:
+    """Every metrics file dvc.yaml declares, its foreach stages expanded over params.yaml's variants, in
+    dvc.yaml's order (the order of `dvc exp show`'s columns)."""
+    import yaml
+
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    variants = list(load_params(REPO / "params.yaml").variants)
+    files = []
+    for stage in pipeline["stages"].values():
+        body, keys = (stage["do"], variants) if "foreach" in stage else (stage, [None])
+        for key in keys:
+            for entry in body.get("metrics", []):
+                path = next(iter(entry)) if isinstance(entry, dict) else entry
+                files.append(path.replace("${key}", key) if key else path)
+    return files
+
+
+def metric_values(value) -> int:
+    """The scalars of a metrics file: the columns it adds to `dvc exp show`."""
+    if isinstance(value, dict):
+        return sum(metric_values(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(metric_values(v) for v in value)
+    return 1
+
+
+def test_dvc_exp_show_has_at_most_40_metric_values_the_accuracy_table_first():
+    files = declared_metric_files()
+    assert files[0] == "metrics/accuracy.json"
+    counts = {path: metric_values(json.loads((REPO / path).read_text(encoding="utf-8"))) for path in files}
+    assert sum(counts.values()) <= MAX_METRIC_VALUES, counts
+    # Per-signer, per-class and per-set details are files and plots, not metrics: their count grows with the data.
+    assert not any(Path(path).name in ("signers.json", "evaluate_details.json", "hands_per_class.json")
+                   for path in files)
+    table = json.loads((REPO / "metrics/accuracy.json").read_text(encoding="utf-8"))
+    assert all({"signers_left_out", "signers_left_out_se", "worst_signer"} <= set(row) for row in table.values())

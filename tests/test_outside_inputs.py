@@ -1,5 +1,6 @@
-"""A clone without ../shared: `drop-absent` fits params.yaml to it, and the pipeline then runs end to end on the
-dataset given as a local zip in Kaggle's layout."""
+"""Folders outside the repository: in a clone without ../shared, `drop-absent` fits params.yaml to it, and the
+pipeline then runs end to end on the dataset given as a local zip in Kaggle's layout; with ../shared,
+`link-outside` lets DVC's experiment copies find it (tests/test_pipeline_e2e.py runs queued experiments so)."""
 import json
 import os
 import shutil
@@ -12,9 +13,10 @@ import pytest
 import yaml
 from helpers import copy_working_tree
 
-from asl_pipeline import absent_inputs
+from asl_pipeline import outside_inputs
 from asl_pipeline.cli import main
 from asl_pipeline.config import load_params
+from asl_pipeline.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -28,7 +30,7 @@ def project_with(tmp_path: Path, extra_train: str, extra_sets: str) -> Path:
     root.mkdir(parents=True)
     lines = []
     for line in (REPO / "params.yaml").read_text().splitlines():
-        if line.startswith("    signers: "):
+        if line.startswith(("    signers: ", "    webcams: ")):
             continue
         if line.startswith("    my-hand: "):
             line = extra_train
@@ -37,6 +39,29 @@ def project_with(tmp_path: Path, extra_train: str, extra_sets: str) -> Path:
         lines.append(line)
     (root / "params.yaml").write_text("\n".join(lines) + "\n")
     return root
+
+
+def test_link_outside_lets_an_experiment_copy_reach_each_relative_folder_outside(tmp_path, capsys, monkeypatch):
+    team = tmp_path / "clone" / "shared" / "data" / "team"
+    team.mkdir(parents=True)
+    root = project_with(tmp_path, "    my-hand: data/my-hand\n    team: ../shared/data/team\n"
+                                  f"    absolute: {team}\n    gone: ../elsewhere/signers", "  extra_sets: []")
+    monkeypatch.chdir(root)
+    assert main(["link-outside"]) == 0
+    assert capsys.readouterr().out.count("experiment copies find") == 1  # not inside, absolute or absent
+    copy = root / ".dvc" / "tmp" / "exps" / "tmp1a2b3c"  # where DVC runs a queued experiment
+    copy.mkdir(parents=True)
+    assert (copy / "../shared/data/team").resolve() == team.resolve()
+    assert not (copy / "../elsewhere").exists() and not (root / ".dvc" / "tmp" / "exps" / "data").exists()
+    assert main(["link-outside"]) == 0  # again: the link is there already, and kept
+    assert (copy / "../shared/data/team").resolve() == team.resolve()
+
+
+def test_link_outside_refuses_a_folder_too_far_above_the_project(tmp_path, monkeypatch):
+    root = project_with(tmp_path, "    far: ../../../../far", "  extra_sets: []")
+    monkeypatch.chdir(root)
+    with pytest.raises(PipelineError, match="absolute path"):
+        outside_inputs.link_outside(root)
 
 
 def test_drop_absent_removes_only_folders_outside_the_repository_that_are_not_there(tmp_path, capsys, monkeypatch):
@@ -48,7 +73,7 @@ def test_drop_absent_removes_only_folders_outside_the_repository_that_are_not_th
         f"    team: ../shared/data/asl-signers\n    mine: {present}\n    gone: /nowhere/signers",
         f"  extra_sets: [{present}, ../shared/data/asl-other-dev, data/typo]  # scored, never trained on")
     before = (root / "params.yaml").read_text()
-    assert absent_inputs.absent_outside(root) == [("data.extra_train.team", "../shared/data/asl-signers"),
+    assert outside_inputs.absent_outside(root) == [("data.extra_train.team", "../shared/data/asl-signers"),
                                                   ("data.extra_train.gone", "/nowhere/signers"),
                                                   ("evaluate.extra_sets", "../shared/data/asl-other-dev")]
     monkeypatch.chdir(root)
@@ -72,7 +97,7 @@ def test_drop_absent_removes_only_folders_outside_the_repository_that_are_not_th
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"no {SHARED} beside the repository")
 def test_drop_absent_keeps_every_folder_with_shared_beside_the_repository():
-    assert absent_inputs.absent_outside(REPO) == []
+    assert outside_inputs.absent_outside(REPO) == []
 
 
 def test_make_pipeline_drops_absent_folders_before_dvc_repro():

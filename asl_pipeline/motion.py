@@ -113,17 +113,17 @@ def handshapes(landmarks: np.ndarray, letters=MOTION_LETTERS) -> frozenset:
                      if window_features(landmarks[None], motion)[0] >= motion.min_lead)
 
 
-def read_window(landmarks: np.ndarray, letters=MOTION_LETTERS) -> str | None:
-    """The motion letter a window of (frames, 21, 3) landmarks draws, or None: of two, the one past its
-    extent threshold by more."""
+def drawn_letter(landmarks: np.ndarray, letters=MOTION_LETTERS) -> tuple | None:
+    """(motion letter, palm sizes its fingertip travelled) that a window of (frames, 21, 3) landmarks draws, or
+    None: of two, the one past its extent threshold by more."""
     if len(landmarks) < MIN_FRAMES:
         return None
     drawn = []
     for motion in letters:
         lead, extent, coherence = window_features(landmarks, motion)
         if lead >= motion.min_lead and extent >= motion.min_extent and coherence >= MIN_COHERENCE:
-            drawn.append((extent / motion.min_extent, motion.letter))
-    return max(drawn)[1] if drawn else None
+            drawn.append((extent / motion.min_extent, motion.letter, extent))
+    return max(drawn)[1:] if drawn else None
 
 
 class MotionReader:
@@ -135,6 +135,7 @@ class MotionReader:
         self.letters = letters
         self.window_seconds = window_seconds
         self._recent = collections.deque()  # (seconds, landmarks)
+        self.travelled = 0.0  # palm sizes the fingertip of the letter last read travelled: why it was read
 
     def feed(self, landmarks: np.ndarray | None, seconds: float) -> str | None:
         if landmarks is None:
@@ -143,4 +144,8 @@ class MotionReader:
         self._recent.append((seconds, np.asarray(landmarks, np.float64)))
         while self._recent[0][0] <= seconds - self.window_seconds:
             self._recent.popleft()
-        return read_window(np.stack([points for _, points in self._recent]), self.letters)
+        drawn = drawn_letter(np.stack([points for _, points in self._recent]), self.letters)
+        if drawn is None:
+            return None
+        letter, self.travelled = drawn
+        return letter

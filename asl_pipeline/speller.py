@@ -69,6 +69,7 @@ class Speller:
         self._held_shapes = frozenset()  # the motion letters whose handshape the hand had when it became steady
         self.text = ""
         self.committed = []
+        self.motion = None  # the motion letter the last frame was read as; None also for a held letter's drift
 
     def feed(self, label: str, probability: float, hand_found: bool | None, frame: int,
              seconds: float, motion: str | None = None, shapes=frozenset()) -> Committed | None:
@@ -90,6 +91,7 @@ class Speller:
             motion = None  # a held letter's hand drifting: the held letter, not a motion
         if motion is not None:
             self._recent[-1] = motion
+        self.motion = motion
         steady = motion or self._steady()
         if steady is None or steady == self._held:
             return None

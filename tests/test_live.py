@@ -85,6 +85,7 @@ def test_a_j_drawn_at_the_camera_is_read_from_the_motion_and_said_so(demo):
     answers = [sessions.frame(session, PAGE, frame) for frame in frames]
     drawn = [answer for answer in answers if answer["motion"]]
     assert drawn and all(answer["label"] == "J" for answer in drawn)
+    assert "little finger drew" in drawn[0]["why"] and "no letter held" in drawn[0]["why"]
     assert answers[-1]["text"].endswith("J")
 
 

@@ -93,8 +93,9 @@ def test_without_tracking_the_same_word_is_spelled(model_file, cab_video, capsys
 
 @pytest.fixture(scope="module")
 def handshapes_model(tmp_path_factory):
-    """A model of the still letters J and Z start from (I; an index pointing, read as D), and B."""
-    return train_landmark_svm(["B", "D", "I", "nothing"], 15, tmp_path_factory.mktemp("handshapes"))
+    """A model of the still letters J and Z start from and pass through (I; an index pointing, read as D, X, R or
+    U), and B. With D alone for the pointing index, every frame of a Z is read as a held D."""
+    return train_landmark_svm(["B", "D", "I", "R", "U", "X", "nothing"], 15, tmp_path_factory.mktemp("handshapes"))
 
 
 @needs_signer_videos

@@ -49,8 +49,8 @@ class MotionLetter:
 
 # Measured by benchmarks/motion_letters.py on signers 1, 3 and 4 (signer 2 never set them: `spell` on signer 2's
 # videos shows the rule on a signer it was not measured on); docs/predict-and-spell.md, "Motion letters".
-MOTION_LETTERS = (MotionLetter("J", 17, min_lead=0.25, min_extent=1.59),
-                  MotionLetter("Z", 5, min_lead=0.15, min_extent=1.23))
+MOTION_LETTERS = (MotionLetter("J", 17, min_lead=0.35, min_extent=1.59),
+                  MotionLetter("Z", 5, min_lead=0.15, min_extent=1.81))
 
 
 def finger_extension(landmarks: np.ndarray) -> np.ndarray:

@@ -56,13 +56,16 @@ class Speller:
     """Feed it one frame's reading at a time; `text` is what has been spelled so far."""
 
     def __init__(self, window: int = WINDOW, min_share: float = MIN_SHARE,
-                 min_probability: float = MIN_PROBABILITY):
+                 min_probability: float = MIN_PROBABILITY, held_share: float | None = HELD_SHARE):
+        """held_share: HELD_SHARE; None takes every motion letter the motion reader reads, whatever the still
+        reader reads (the rule before, for comparison in benchmarks/motion_letters.py)."""
         if window < 1:
             raise ValueError(f"window must be at least 1 frame, not {window}")
         # Over half, so that at most one sign can hold the window at a time.
         if not 0.5 < min_share <= 1:
             raise ValueError(f"min_share must be over 0.5 and at most 1, not {min_share}")
         self.min_probability = min_probability
+        self.held_share = held_share
         self.needed = math.ceil(min_share * window)  # frames of one sign that make it steady
         self._recent = collections.deque(maxlen=window)
         self._held = None  # the steady sign last seen: committed already, or `nothing`
@@ -87,7 +90,7 @@ class Speller:
             sure = probability >= self.min_probability and label not in MOTION_LETTERS
             reading = label if sure else None
         self._recent.append(reading)
-        if motion is not None and self._holds_a_still_letter(motion):
+        if motion is not None and self.held_share is not None and self._holds_a_still_letter(motion):
             motion = None  # a held letter's hand drifting: the held letter, not a motion
         if motion is not None:
             self._recent[-1] = motion
@@ -120,7 +123,7 @@ class Speller:
         most = max(counts.values(), default=0)
         if motion in MOTION_STARTS:
             return most > start
-        return most >= max(2, math.ceil(HELD_SHARE * sum(counts.values())))
+        return most >= max(2, math.ceil(self.held_share * sum(counts.values())))
 
     def _steady(self) -> str | None:
         counts = collections.Counter(label for label in self._recent if label is not None)

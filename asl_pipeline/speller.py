@@ -32,8 +32,9 @@ MOTION_LETTERS = ("J", "Z")
 # A motion letter is not taken while one letter makes up this share of the sure still readings of the window:
 # the hand holds that letter and drifts. Measured on the 21 webcam people's held-letter clips, each read by a
 # head that never saw them, and the four signers' J and Z videos (docs/predict-and-spell.md, "Motion letters"):
-# 0.6 leaves 4 of 501 held letters read as J or Z (30 with no such check) and finds every J and Z of signers 1, 2
-# and 4; 0.5 leaves 2 but loses signer 2's Z.
+# with Z's extent threshold of 597f8d7 (1.23), 0.6 left 4 of 501 held letters read as J or Z (30 without the
+# check) and found every J and Z of signers 1, 2 and 4; 0.5 left 2 but lost signer 2's Z; 0.7 left 6. With the
+# refitted 1.81, 0.5 to 0.84 all leave the same 2 (held I's read as J, which the J rule below decides).
 HELD_SHARE = 0.6
 # The still letter a motion letter's path reads as: a J is the I handshape drawn, read as I through most of it
 # (the four signers' J videos), so the I does not count as held. A J is taken only where no other still letter

@@ -11,7 +11,8 @@ pointing and drawing a Z. A rule, with thresholds measured on the four signers' 
   frame (MIN_COHERENCE), as a finger drawing a letter does, and a hand that jumps (between unrelated photos,
   or back into view) does not. Every frame of the window has the hand: a frame without one starts a new path.
 A held handshape moves its fingertip a tenth or two of a palm size (I held still, an index pointing still): it is
-not read as J or Z. All three features are the same for a hand and its mirror image, so a left hand draws alike.
+not read as J or Z. At a webcam a held hand drifts as far as a finger draws, along as coherent a path: the speller
+takes a motion letter only where the still reader reads no letter held (speller.py). All three features are the same for a hand and its mirror image, so a left hand draws alike.
 """
 import collections
 import dataclasses

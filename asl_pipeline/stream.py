@@ -52,7 +52,7 @@ class StreamReader:
         label, probability = classes[best], float(analysis.probabilities[best])
         landmarks = None if analysis.hand is None else analysis.hand.landmarks
         drawn = self.motion.feed(landmarks, seconds)
-        shapes = frozenset() if landmarks is None else handshapes(landmarks)
+        shapes = frozenset() if landmarks is None else handshapes(landmarks, self.motion.letters)
         committed = self.speller.feed(label, probability, analysis.hand_found, frame, seconds, drawn, shapes)
         why = ""
         if drawn is not None:

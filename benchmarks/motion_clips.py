@@ -1,12 +1,15 @@
-"""The frames `spell` reads from the webcam people's clips and the four signers' videos, each frame's hand found
-as `spell` finds it (tracked, a left hand read as the right hand it mirrors): the hand's landmarks for the motion
-reader and the hand vector the still reader's head reads. Computed once per clip set and hand code, cached under
-the system's temp folder: the heads of the folds (motion_letters.py) are trained many times, the hands found once.
+"""The webcam people's clips and the four signers' videos as `spell` reads them, for motion_letters.py: each
+frame's hand found as `spell` finds it (tracked at 10 fps, a left hand read as the right hand it mirrors), its
+landmarks for the motion reader and the input of the still reader's head; the reader variant's head trained
+without each person, reading that person's frames; and the speller fed as StreamReader feeds it. The hands are
+computed once per clip set and hand code, the heads' readings once per feature files and params, cached under the
+system's temp folder.
 """
 import hashlib
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -112,11 +115,6 @@ def signer_videos() -> dict:
         for phase, frames in enumerate(signer_video_phases(path))})
 
 
-if __name__ == "__main__":  # fill the caches ahead of a benchmark run
-    webcam_clips()
-    signer_videos()
-
-
 # ------------------------------------------------------------------------ the still reader, people left out
 
 FOLDS = 5  # the webcam people in GroupKFold folds: each person's clips read by a head that never saw them
@@ -178,18 +176,11 @@ def still_readings(features_dir: Path, clips: dict, videos: dict) -> tuple:
         return classes, {tuple(key.split("/")): data[key] for key in data.files}
 
 
-class _Analysis:
+def analysis(probabilities: np.ndarray, landmarks: np.ndarray) -> SimpleNamespace:
     """What StreamReader.feed takes from Classifier.analyse, rebuilt from a cached frame."""
-
-    def __init__(self, probabilities, landmarks):
-        self.probabilities = probabilities
-        self.hand_found = not np.isnan(landmarks[0, 0])
-        self.hand = _Hand(landmarks) if self.hand_found else None
-
-
-class _Hand:
-    def __init__(self, landmarks):
-        self.landmarks = landmarks
+    found = not np.isnan(landmarks[0, 0])
+    return SimpleNamespace(probabilities=probabilities, hand_found=found,
+                           hand=SimpleNamespace(landmarks=landmarks) if found else None)
 
 
 def spell_frames(frames: dict, probabilities: np.ndarray, classes, letters=motion.MOTION_LETTERS,
@@ -198,7 +189,7 @@ def spell_frames(frames: dict, probabilities: np.ndarray, classes, letters=motio
     motion `letters` and the speller's `held_share` (None: the rule before issue #29)."""
     reader = StreamReader(speller.Speller(held_share=held_share), tracking=False, motion_letters=letters)
     for index, (seconds, landmarks, row) in enumerate(zip(frames["seconds"], frames["landmarks"], probabilities)):
-        reader.feed(_Analysis(row, landmarks), classes, index, float(seconds))
+        reader.feed(analysis(row, landmarks), classes, index, float(seconds))
     return reader.speller.text
 
 
@@ -217,3 +208,8 @@ def word_frames(clips: list, probabilities: list, pause_frames: int = READ_FPS) 
         rows.append(row)
         start += frames["seconds"][-1] + 1 / READ_FPS
     return {"seconds": np.concatenate(seconds), "landmarks": np.concatenate(landmarks)}, np.concatenate(rows)
+
+
+if __name__ == "__main__":  # fill the hands' caches ahead of a benchmark run
+    webcam_clips()
+    signer_videos()

@@ -56,7 +56,7 @@ import motion_clips  # noqa: E402  (benchmarks/)
 from asl_pipeline import motion, speller  # noqa: E402
 from asl_pipeline.config import project_paths  # noqa: E402
 
-VIDEOS = SHARED / "data" / "asl-signer-videos"
+VIDEOS = motion_clips.SIGNER_VIDEOS
 SIGNERS = ("signer1", "signer2", "signer3", "signer4")
 SHIPPED_FROM = ("signer1", "signer3", "signer4")
 READ_FPS = motion_clips.READ_FPS

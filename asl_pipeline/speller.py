@@ -91,8 +91,11 @@ class Speller:
             sure = probability >= self.min_probability and label not in MOTION_LETTERS
             reading = label if sure else None
         self._recent.append(reading)
-        if motion is not None and self.held_share is not None and self._holds_a_still_letter(motion):
-            motion = None  # a held letter's hand drifting: the held letter, not a motion
+        # A held letter's hand drifting is the held letter, not a motion; a motion letter already taken goes on
+        # being read while the motion lasts (else its end handshape, read as D or X, would become a letter).
+        if (motion is not None and motion != self._held and self.held_share is not None
+                and self._holds_a_still_letter(motion)):
+            motion = None
         if motion is not None:
             self._recent[-1] = motion
         self.motion = motion

@@ -148,3 +148,12 @@ def test_the_handshape_a_motion_starts_and_ends_in_is_part_of_it(still, letter):
     # And the still letter signed again after a release, once the motion is done, is a new letter.
     after = motion_frames(letter, 3) + frames("nothing", 6) + shaped(still, 8, letter)
     assert spell_with_motion(after).text == letter + still
+
+
+def test_a_motion_letter_taken_goes_on_while_its_motion_lasts():
+    # The pointing index read as X, then R as it starts to move; the Z is read, and the hand holds its end pose,
+    # read as D (its index not leading in these frames), while the motion reader still reads the Z: one Z, not
+    # a Z and a D (signer 2's Z with a model of a few letters).
+    start = shaped("X", 6, "Z") + shaped("R", 3, "Z") + [("X", 0.6, True, "Z", {"Z"})]
+    end = [("D", 0.6, True, "Z", frozenset())] * 10
+    assert spell_with_motion(start + end).text == "Z"

@@ -11,7 +11,7 @@ J and Z are signed with a motion, which single frames do not show: they come fro
 taken on the frame the motion is read, and is held, like any sign, until released; but not while the still
 reader says the hand holds a letter (one letter most of the window's sure readings; for a J, any letter but its
 I outnumbering the I): a held letter's hand drifts as much as a finger draws a J or Z at a webcam, and a drift
-does not change what the still reader reads. The hand holds the motion's
+does not change what the still reader reads. Once taken, a motion letter goes on while its motion is read. The hand holds the motion's
 handshape before and after it (the I of a J, the pointing index of a Z), which the still reader reads as some
 letter: a letter taken from a hand in the motion's handshape, not released before the hand draws the motion,
 was the motion's start and becomes the motion letter; and the handshape held after the motion is the same sign,

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, SHARED  # first: it puts this checkout on sys.path
+from common import REPO  # first: it puts this checkout on sys.path
 
 import motion_clips  # noqa: E402  (benchmarks/)
 from asl_pipeline import motion, speller  # noqa: E402

@@ -177,7 +177,7 @@ class LiveSessions:
         height, width = photo.shape[:2]
         landmarks = None if analysis.hand is None else np.round(analysis.hand.landmarks[:, :2], 1).tolist()
         return {"label": read.label, "probability": round(read.probability, 3), "motion": read.motion,
-                "hand_found": analysis.hand_found, "landmarks": landmarks, "width": width, "height": height,
+                "why": read.why, "hand_found": analysis.hand_found, "landmarks": landmarks, "width": width, "height": height,
                 "text": text}
 
     def clear(self, session_id: str, page: str) -> dict:

@@ -11,7 +11,8 @@ pointing and drawing a Z. A rule, with thresholds measured on the four signers' 
   frame (MIN_COHERENCE), as a finger drawing a letter does, and a hand that jumps (between unrelated photos,
   or back into view) does not. Every frame of the window has the hand: a frame without one starts a new path.
 A held handshape moves its fingertip a tenth or two of a palm size (I held still, an index pointing still): it is
-not read as J or Z. All three features are the same for a hand and its mirror image, so a left hand draws alike.
+not read as J or Z. At a webcam a held hand drifts as far as a finger draws, along as coherent a path: the speller
+takes a motion letter only where the still reader reads no letter held (speller.py). All three features are the same for a hand and its mirror image, so a left hand draws alike.
 """
 import collections
 import dataclasses
@@ -49,8 +50,8 @@ class MotionLetter:
 
 # Measured by benchmarks/motion_letters.py on signers 1, 3 and 4 (signer 2 never set them: `spell` on signer 2's
 # videos shows the rule on a signer it was not measured on); docs/predict-and-spell.md, "Motion letters".
-MOTION_LETTERS = (MotionLetter("J", 17, min_lead=0.25, min_extent=1.59),
-                  MotionLetter("Z", 5, min_lead=0.15, min_extent=1.23))
+MOTION_LETTERS = (MotionLetter("J", 17, min_lead=0.35, min_extent=1.59),
+                  MotionLetter("Z", 5, min_lead=0.15, min_extent=1.81))
 
 
 def finger_extension(landmarks: np.ndarray) -> np.ndarray:
@@ -113,17 +114,17 @@ def handshapes(landmarks: np.ndarray, letters=MOTION_LETTERS) -> frozenset:
                      if window_features(landmarks[None], motion)[0] >= motion.min_lead)
 
 
-def read_window(landmarks: np.ndarray, letters=MOTION_LETTERS) -> str | None:
-    """The motion letter a window of (frames, 21, 3) landmarks draws, or None: of two, the one past its
-    extent threshold by more."""
+def drawn_letter(landmarks: np.ndarray, letters=MOTION_LETTERS) -> tuple | None:
+    """(motion letter, palm sizes its fingertip travelled) that a window of (frames, 21, 3) landmarks draws, or
+    None: of two, the one past its extent threshold by more."""
     if len(landmarks) < MIN_FRAMES:
         return None
     drawn = []
     for motion in letters:
         lead, extent, coherence = window_features(landmarks, motion)
         if lead >= motion.min_lead and extent >= motion.min_extent and coherence >= MIN_COHERENCE:
-            drawn.append((extent / motion.min_extent, motion.letter))
-    return max(drawn)[1] if drawn else None
+            drawn.append((extent / motion.min_extent, motion.letter, extent))
+    return max(drawn)[1:] if drawn else None
 
 
 class MotionReader:
@@ -135,6 +136,7 @@ class MotionReader:
         self.letters = letters
         self.window_seconds = window_seconds
         self._recent = collections.deque()  # (seconds, landmarks)
+        self.travelled = 0.0  # palm sizes the fingertip of the letter last read travelled: why it was read
 
     def feed(self, landmarks: np.ndarray | None, seconds: float) -> str | None:
         if landmarks is None:
@@ -143,4 +145,8 @@ class MotionReader:
         self._recent.append((seconds, np.asarray(landmarks, np.float64)))
         while self._recent[0][0] <= seconds - self.window_seconds:
             self._recent.popleft()
-        return read_window(np.stack([points for _, points in self._recent]), self.letters)
+        drawn = drawn_letter(np.stack([points for _, points in self._recent]), self.letters)
+        if drawn is None:
+            return None
+        letter, self.travelled = drawn
+        return letter

@@ -20,6 +20,7 @@ import bench_variants  # noqa: E402
 import experiments  # noqa: E402
 import head_growth  # noqa: E402
 import memory  # noqa: E402
+import motion_clips  # noqa: E402
 import motion_letters  # noqa: E402
 import personalisation  # noqa: E402
 import run as bench  # noqa: E402
@@ -164,6 +165,26 @@ def test_every_family_documents_its_keys_and_common_imports_no_family():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not imported & family_names
+
+
+def test_each_webcam_person_is_in_one_fold_and_the_folds_are_even():
+    people = [f"cam{number:02d}" for number in range(1, 22)]
+    folds = motion_clips.person_folds(people)
+    assert sorted(folds) == people and sorted(set(folds.values())) == list(range(motion_clips.FOLDS))
+    sizes = [list(folds.values()).count(fold) for fold in range(motion_clips.FOLDS)]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_word_of_clips_has_a_second_without_a_hand_between_letters_and_spells_each_letter():
+    hand = np.zeros((21, 3), np.float32)
+    clip = {"seconds": np.arange(8) / 10, "landmarks": np.stack([hand] * 8)}
+    classes = ("A", "B", "nothing")
+    reads = {letter: np.tile(np.eye(3, dtype=np.float32)[classes.index(letter)] * 0.6, (8, 1)) for letter in "AB"}
+    frames, rows = motion_clips.word_frames([clip, clip, clip], [reads["A"], reads["A"], reads["B"]])
+    assert len(frames["seconds"]) == len(rows) == 3 * 8 + 2 * motion_clips.READ_FPS
+    assert (np.diff(frames["seconds"]) > 0).all()
+    assert np.isnan(frames["landmarks"][8:18, 0, 0]).all() and not np.isnan(frames["landmarks"][:8]).any()
+    assert motion_clips.spell_frames(frames, rows, classes) == "AAB"  # the double letter: the pause releases it
 
 
 # ---------------------------------------------------------------- head growth

@@ -52,7 +52,8 @@ def frames_of(label: str, count: int) -> list:
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    return train_landmark_svm(["A", "B", "C", "nothing"], 15, tmp_path_factory.mktemp("model"))
+    # I: the handshape a J draws, which the still reader must read for the speller to take a J.
+    return train_landmark_svm(["A", "B", "C", "I", "nothing"], 15, tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,7 @@ def test_a_j_drawn_at_the_camera_is_read_from_the_motion_and_said_so(demo):
     answers = [sessions.frame(session, PAGE, frame) for frame in frames]
     drawn = [answer for answer in answers if answer["motion"]]
     assert drawn and all(answer["label"] == "J" for answer in drawn)
+    assert "little finger drew" in drawn[0]["why"] and "no letter held" in drawn[0]["why"]
     assert answers[-1]["text"].endswith("J")
 
 

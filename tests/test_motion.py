@@ -1,11 +1,14 @@
 """motion.MotionReader on synthetic landmark paths: a hand drawing a J or a Z is read as that letter, and the same
-handshape held still (or moved without its letter's handshape) is not."""
+handshape held still (or moved without its letter's handshape) is not; and stream.StreamReader, which takes a
+motion letter only where the still reader reads no letter held: a held handshape drifting is that letter."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from asl_pipeline import motion
+from asl_pipeline.stream import StreamReader
 
 FPS = 10
 PALM = 50.0  # pixels from the wrist to the knuckles
@@ -101,3 +104,46 @@ def test_a_hand_that_leaves_and_comes_back_elsewhere_drew_nothing_and_old_motion
     assert set(read(there + elsewhere)) == {None}  # nor does a hand that jumps in one frame: no stroke is drawn
     # 2 s after the J, the hand held still: its old path has left the window.
     assert read(j_path() + held(I_SHAPE, 20))[-1] is None
+
+
+Y_SHAPE = handshape((False, False, False, True))
+Y_SHAPE[1:5] = [[-0.35 * PALM * k, 0.1 * PALM * k, 0] for k in range(1, 5)]  # the thumb out sideways
+CLASSES = ("D", "I", "Y", "nothing")
+
+
+def drift(shape: np.ndarray, frames: int = 20) -> list:
+    """The handshape held while the hand drifts down and sideways, 0.3 palm sizes a frame: the motion reader
+    alone reads its leading finger's path as drawn."""
+    return [placed(shape, 300 + 0.1 * PALM * number, 200 + 0.3 * PALM * number) for number in range(frames)]
+
+
+def stream(frames: list, still: list) -> list:
+    """StreamReader's readings of the frames, each read by the still reader as its `still` label (p 0.6)."""
+    reader = StreamReader(tracking=False)
+    readings = []
+    for number, (points, label) in enumerate(zip(frames, still)):
+        probabilities = np.array([0.6 if name == label else 0.4 / (len(CLASSES) - 1) for name in CLASSES])
+        # What StreamReader takes from Classifier.analyse.
+        analysis = SimpleNamespace(probabilities=probabilities, hand=SimpleNamespace(landmarks=points), hand_found=True)
+        readings.append(reader.feed(analysis, CLASSES, number, number / FPS))
+    return readings
+
+
+@pytest.mark.parametrize("shape, letter, still", [(Y_SHAPE, "J", "Y"), (POINTING, "Z", "D")],
+                         ids=["drifting Y", "drifting index pointing (D)"])
+def test_a_held_handshape_drifting_gives_no_motion_letter(shape, letter, still):
+    path = held(shape, 10) + drift(shape)
+    assert letter in read(path)  # the path alone passes the motion reader's thresholds
+    readings = stream(path, [still] * len(path))
+    assert not any(reading.motion for reading in readings)
+    assert [reading.committed.text for reading in readings if reading.committed] == [still]  # once
+    # The annotated video and the live page say why no motion letter was read.
+    assert f"{still} held, not {letter}" in readings[-1].describe()
+
+
+def test_a_j_drawn_from_the_i_handshape_is_read_and_says_why():
+    path = held(I_SHAPE, 10) + j_path()
+    readings = stream(path, ["I"] * len(path))  # a J's frames read as I, the handshape it draws
+    assert readings[-1].committed is None and [r.label for r in readings if r.committed] == ["I", "J"]
+    drawn = [reading for reading in readings if reading.motion]
+    assert drawn and "little finger drew" in drawn[0].describe() and "no letter held" in drawn[0].describe()

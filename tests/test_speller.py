@@ -100,10 +100,32 @@ def spell_with_motion(sequence, **params) -> Speller:
     return speller
 
 
-def test_a_motion_letter_is_taken_on_its_first_frame_and_held_like_any_sign():
+def test_a_motion_letter_is_taken_once_no_still_letter_holds_and_held_like_any_sign():
     speller = spell_with_motion(frames("A", 8) + motion_frames("Z", 4) + frames("nothing", 6) + motion_frames("Z", 2))
     assert speller.text == "AZZ"  # one Z for 4 frames of motion; the second after a release
-    assert [event.frame for event in speller.committed] == [4, 8, 18]
+    # The first Z once the A is under HELD_SHARE of the window's sure readings (3 of 6); the second on the first
+    # frame of its motion, no letter being held.
+    assert [event.frame for event in speller.committed] == [4, 10, 18]
+
+
+@pytest.mark.parametrize("held, letter", [("G", "Z"), ("X", "Z"), ("Y", "J"), ("I", "Z")])
+def test_a_held_letter_whose_hand_drifts_is_spelled_once_and_never_as_a_motion_letter(held, letter):
+    # The motion reader reads the drift as a motion, but the still reader reads the held letter all along.
+    drifting = [(held, 0.6, True, letter, {letter})] * 20
+    assert spell_with_motion(frames(held, 8) + drifting).text == held
+    # ... also with a frame in four read as another letter or unsure, as real frames are.
+    flicker = [(other, probability, True, letter, {letter}) for other, probability in
+               [(held, 0.6), (held, 0.6), (held, 0.6), ("N", 0.6)] * 3 + [(held, 0.6), ("N", 0.3)] * 3]
+    assert spell_with_motion(frames(held, 8) + flicker).text == held
+
+
+def test_a_j_is_taken_from_the_i_handshape_only():
+    # A J's path is read as I through most of it: the I does not hold it back, and the I it started from becomes J.
+    assert spell_with_motion(shaped("I", 8, "J") + [("I", 0.6, True, "J", {"J"})] * 4).text == "J"
+    # The same path read as Y, or as I outnumbered by Y, is a drifting Y.
+    assert spell_with_motion(frames("Y", 8) + [("Y", 0.6, True, "J", {"J"})] * 10).text == "Y"
+    mostly_y = [("Y", 0.6, True, "J", {"J"}), ("I", 0.6, True, "J", {"J"}), ("Y", 0.6, True, "J", {"J"})] * 4
+    assert spell_with_motion(frames("Y", 8) + mostly_y).text == "Y"
 
 
 def test_a_still_frame_read_as_j_or_z_is_no_letter():
@@ -126,3 +148,12 @@ def test_the_handshape_a_motion_starts_and_ends_in_is_part_of_it(still, letter):
     # And the still letter signed again after a release, once the motion is done, is a new letter.
     after = motion_frames(letter, 3) + frames("nothing", 6) + shaped(still, 8, letter)
     assert spell_with_motion(after).text == letter + still
+
+
+def test_a_motion_letter_taken_goes_on_while_its_motion_lasts():
+    # The pointing index read as X, then R as it starts to move; the Z is read, and the hand holds its end pose,
+    # read as D (its index not leading in these frames), while the motion reader still reads the Z: one Z, not
+    # a Z and a D (signer 2's Z with a model of a few letters).
+    start = shaped("X", 6, "Z") + shaped("R", 3, "Z") + [("X", 0.6, True, "Z", {"Z"})]
+    end = [("D", 0.6, True, "Z", frozenset())] * 10
+    assert spell_with_motion(start + end).text == "Z"

@@ -12,6 +12,7 @@ with the pinned pillow 13.0.0; Streamlit installs beside the pinned stack with `
 import concurrent.futures
 import ctypes
 import dataclasses
+import hashlib
 import os
 import re
 import time
@@ -24,7 +25,7 @@ from asl_pipeline import drawing, teach
 from asl_pipeline.config import INPUTS_DIGEST, MY_HAND_DIR, ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.evaluation import top_k
-from asl_pipeline.uploads import (MAX_UPLOAD_MB, STREAMLIT_UPLOAD_LIMIT_MB, UPLOAD_TYPES, BadUpload, read_photo,
+from asl_pipeline.uploads import (MAX_UPLOAD_MB, UPLOAD_TYPES, BadUpload, read_photo,
                                   reading)
 
 TOP_K = 5
@@ -63,6 +64,7 @@ class Taught:
 
     label: str
     saved: list  # [(upload name, Path, Prediction)]
+    duplicates: list = dataclasses.field(default_factory=list)  # [(upload name, name of the same photo saved)]
 
 
 class Stopping(Exception):
@@ -195,13 +197,20 @@ class Demo:
 
     def teach(self, photos: list, label: str) -> Taught | Rejection:
         """Save uploaded photos [(name, bytes)] of the sign `label` for training, all of them or none: a photo
-        the demo cannot read or in which it finds no hand is refused, with the reason, and then nothing is saved."""
+        the demo cannot read or in which it finds no hand is refused, with the reason, and then nothing is saved.
+        The same bytes twice (one photo picked twice) are saved once."""
         try:
             teach.check_label(label, self.classifier.classes)
             if not photos:
                 raise BadUpload("Nothing to save yet: pick a photo or take a snapshot first, then press Save.")
-            used, kept, problems = teach.folder_bytes(self.teach_dir), [], []
+            used, kept, problems, first_of = teach.folder_bytes(self.teach_dir), [], [], {}
+            duplicates = []  # [(name, the name of the same photo kept)]
             for name, data in photos:
+                digest = hashlib.sha256(data).digest()
+                if digest in first_of:
+                    duplicates.append((name, first_of[digest]))
+                    continue
+                first_of[digest] = name
                 try:
                     kept.append((name, *self._teachable(data)))
                 except BadUpload as problem:
@@ -209,9 +218,9 @@ class Demo:
                 # Checked as the photos come: a save far over the limit stops before reading the rest.
                 teach.check_room(self.teach_dir, used, sum(len(stored) for _, stored, _ in kept))
             if problems:
-                which = "" if len(photos) == 1 else (f" {len(problems)} of the {len(photos)} photos cannot be taught "
-                                                     "(remove them and press Save again).")
-                raise BadUpload(f"Nothing was saved:{which} " + " ".join(problems))
+                which = "" if len(first_of) == 1 else f" {len(problems)} of the {len(first_of)} photos cannot be taught."
+                raise BadUpload(f"Nothing was saved:{which} " + " ".join(problems) + " Pick the photos again "
+                                "without " + ("it" if len(problems) == 1 else "them") + " and press Save.")
             paths = teach.save([stored for _, stored, _ in kept], label, self.classifier.classes, self.teach_dir)
         except BadUpload as problem:
             return Rejection(str(problem))
@@ -219,7 +228,7 @@ class Demo:
             return Rejection(f"Nothing was saved: could not write in {self.teach_dir}/{label}/ "
                              f"({error.strerror or error}). Make that folder writable, or start the demo with "
                              "--teach-dir set to one that is.")
-        return Taught(label, [(name, path, read_as) for (name, _, read_as), path in zip(kept, paths)])
+        return Taught(label, [(name, path, read_as) for (name, _, read_as), path in zip(kept, paths)], duplicates)
 
     def _teachable(self, data: bytes) -> tuple:
         """(the bytes to save for an uploaded photo, how the model reads them); BadUpload for a photo that
@@ -297,7 +306,7 @@ def streamlit_options(host: str, port: int) -> dict:
         "server.address": host,
         "server.port": port,
         "server.headless": True,  # no browser opened on the server, no e-mail prompt
-        "server.maxUploadSize": STREAMLIT_UPLOAD_LIMIT_MB,  # for uploads and snapshots alike
+        "server.maxUploadSize": MAX_UPLOAD_MB,  # for uploads and snapshots alike
         "server.fileWatcherType": "none",
         "server.runOnSave": False,
         "browser.gatherUsageStats": False,  # nothing leaves the machine
@@ -375,7 +384,7 @@ def render_try(st, demo: Demo) -> None:
     source = st.radio("Photo from", ("a file", "the webcam"), horizontal=True)
     if source == "a file":
         upload = st.file_uploader(f"Drop or pick a photo of one hand sign (at most {MAX_UPLOAD_MB} MB)",
-                                  type=UPLOAD_TYPES, max_upload_size=STREAMLIT_UPLOAD_LIMIT_MB)
+                                  type=UPLOAD_TYPES, max_upload_size=MAX_UPLOAD_MB)
     else:
         upload = st.camera_input("Take a snapshot of your hand sign")
     if upload is None:
@@ -405,29 +414,64 @@ def render_teach(st, demo: Demo) -> None:
     st.markdown("Save photos of **your** hand signing each letter; the next training run learns from them.")
     label = st.selectbox("Letter you sign in the photo", demo.classifier.classes)
     source = st.radio("Photo from", ("files", "the webcam"), horizontal=True)
-    # A form, cleared once saved: the page runs again on every click, and a photo still sitting in the
-    # uploader must not be saved a second time. The labels do not name the letter: a widget whose label
-    # changes is a new widget, which would drop the photos picked before the letter.
-    with st.form("teach", clear_on_submit=True, border=False):
-        if source == "files":
-            uploads = st.file_uploader(f"Drop or pick photos of your hand signing that letter (at most "
-                                       f"{MAX_UPLOAD_MB} MB each)", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                       max_upload_size=STREAMLIT_UPLOAD_LIMIT_MB)
-        else:
-            snapshot = st.camera_input("Take a snapshot of your hand signing that letter")
-            uploads = [] if snapshot is None else [snapshot]
-        saving = st.form_submit_button(f"Save as {label}", type="primary")
-    if saving:
-        # One call that saves all the photos or none, its outcome kept in the session: a page run that
-        # another click interrupts (a letter picked while saving) neither loses photos nor the message.
+    # The photos picked since the last save, in a picker of that save's own (a new key once it saved): a photo
+    # saved leaves the page, so no later click can save it again. The labels do not name the letter: a widget
+    # whose label changes is a new widget, which would drop the photos picked before the letter.
+    picker = f"teach_photos_{st.session_state.setdefault('teach_saves', 0)}"
+    if source == "files":
+        uploads = st.file_uploader(f"Drop or pick photos of your hand signing that letter (at most "
+                                   f"{MAX_UPLOAD_MB} MB each)", type=UPLOAD_TYPES, accept_multiple_files=True,
+                                   max_upload_size=MAX_UPLOAD_MB, key=picker) or []
+    else:
+        snapshot = st.camera_input("Take a snapshot of your hand signing that letter", key=f"{picker}_webcam")
+        uploads = [] if snapshot is None else [snapshot]
+    if uploads:  # what a press of Save takes: a photo still uploading is not there yet
+        st.caption(f"{len(uploads)} photo{'s' if len(uploads) > 1 else ''} picked, not saved yet.")
+    if st.button(f"Save as {label}", type="primary"):
         with st.spinner("Reading and saving the photos..."):
-            st.session_state["taught"] = demo.teach([(upload.name, upload.getvalue()) for upload in uploads], label)
+            save_once(demo, st.session_state, uploads, label, forget_uploads)
+        if f"teach_photos_{st.session_state['teach_saves']}" != picker:
+            st.rerun()  # this run drew the old picker, its photos given back: the page shows the new, empty one
     if "taught" in st.session_state:
         show_taught(st, st.session_state["taught"])
+    if st.session_state.get("teach_note"):
+        st.info(st.session_state["teach_note"])
     st.markdown(f"Photos saved in `{demo.teach_dir}/` per letter: {counts_line(demo.teach_counts())}")
     st.info(f"**Next:** run `dvc repro` in the project folder. Training reads `{demo.teach_dir}/<LETTER>/` "
             f"when the folder is listed in `data.extra_train` in params.yaml, which `{MY_HAND_DIR}` is by default. "
             "This page loads the retrained model by itself; no restart needed.")
+
+
+def save_once(demo: Demo, state, uploads: list, label: str, forget) -> None:
+    """One press of "Save as <label>" with `uploads` in the picker, its outcome kept in `state` (the tab's session
+    state, which outlives the page run): the photos saved all together or refused, then the picker renewed
+    (state["teach_saves"]: the picker's key) and their bytes given back (`forget(uploads)`).
+
+    A second click, or one during the save, reruns the page at once, stopping this run at its next Streamlit
+    call: there is none in here, so the save, its outcome and the new picker land together. The rerun then finds
+    the new, empty picker and keeps the first click's outcome, saying that nothing new was picked; had the first
+    run stopped before saving, the rerun finds the photos still picked and saves them.
+    """
+    if not uploads and state.get("teach_had_photos"):
+        state["teach_note"] = ("Nothing new to save: the photos saved above left the picker, so that each is "
+                               "saved once. Pick more photos (and wait for them to show as picked) to save more.")
+        return
+    state["taught"] = demo.teach([(upload.name, upload.getvalue()) for upload in uploads], label)
+    state["teach_had_photos"], state["teach_note"] = bool(uploads), None
+    if uploads:
+        state["teach_saves"] = state.get("teach_saves", 0) + 1
+        forget(uploads)
+
+
+def forget_uploads(uploads: list) -> None:
+    """Drop the uploads from Streamlit's memory, which otherwise keeps every file a tab uploaded until that tab's
+    session ends (minutes after the tab closes): once saved or refused, a photo is never read again."""
+    from streamlit.runtime import get_instance
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    session = get_script_run_ctx().session_id
+    for upload in uploads:
+        get_instance().uploaded_file_mgr.remove_file(session, upload.file_id)
 
 
 def render_live(st, live_server) -> None:
@@ -456,6 +500,8 @@ def show_taught(st, answer: Taught | Rejection) -> None:
                    else f"teaching it this {answer.label} should help")
         lines.append(f"{as_text(name)}: saved as `{path}`. The current model reads it as **{best}** "
                      f"({probability:.0%}): {verdict}.")
+    for name, same in answer.duplicates:
+        lines.append(f"{as_text(name)} is the same photo as {as_text(same)}: saved once.")
     st.success("  \n".join(lines))
 
 

@@ -8,10 +8,9 @@ import numpy as np
 
 from asl_pipeline import images
 
+# Of a photo, and of Streamlit's own uploads (its uploader refuses a larger file in the browser, saying so): one
+# limit everywhere, so that no upload the page would refuse is held in the server's memory first.
 MAX_UPLOAD_MB = 10
-# Streamlit refuses a file over its own limit in the browser, marking only the file name red; up to this
-# size a file reaches read_photo instead, whose refusal says on the page what was wrong and what to do.
-STREAMLIT_UPLOAD_LIMIT_MB = 5 * MAX_UPLOAD_MB
 UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in images.IMAGE_SUFFIXES)
 # A photo is read scaled down to this on its longest side: the hand models see the whole photo at 192 pixels
 # and the hand in a 224-pixel crop, so more pixels only cost memory (a 50-megapixel photo read whole takes

@@ -38,8 +38,8 @@ IMAGE_SIZE = 32
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = PROJECT / "docs" / "demo.png"
-TEACH_SCREENSHOT = PROJECT / "docs" / "teach.png"
+# ASL_SCREENSHOTS=docs: the browser tests serve the pipeline's own model and write demo.png and teach.png there.
+SCREENSHOTS = os.environ.get("ASL_SCREENSHOTS")
 TEACH_NAME = re.compile(r"teach_\d{8}T\d{6}Z_[0-9a-f]{8}\.jpg")
 
 needs_hand_model = pytest.mark.skipif(not (HAND_BUNDLE.is_file() and SAMPLES.is_dir()),
@@ -580,13 +580,19 @@ def serving(model_file: Path | None, teach_dir: Path, port: int | None = None, l
 def running_server(hands_model, tmp_path):
     """(URL, model file, teach folder) of the demo serving the tiny hands model.
 
-    For the README screenshot (ASL_DEMO_SCREENSHOT=1) it serves the pipeline's own model, the default: the
-    variant params.yaml's serve.model names.
+    For the screenshots (ASL_SCREENSHOTS) it serves the pipeline's own model, the default: the variant
+    params.yaml's serve.model names.
     """
     teach_dir = tmp_path / "my-hand"
-    screenshot = os.environ.get("ASL_DEMO_SCREENSHOT") == "1"
-    with serving(None if screenshot else hands_model, teach_dir) as url:
-        yield url, cli.served_model_file(PROJECT) if screenshot else hands_model, teach_dir
+    with serving(None if SCREENSHOTS else hands_model, teach_dir) as url:
+        yield url, cli.served_model_file(PROJECT) if SCREENSHOTS else hands_model, teach_dir
+
+
+def screenshot(page, name: str) -> None:
+    """The page as `name` in the ASL_SCREENSHOTS folder, when one is named."""
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
 
 
 @pytest.fixture
@@ -628,11 +634,10 @@ def test_page_in_a_real_browser(browser_api, running_server, tmp_path):
                 image = page.get_by_role("img", name=caption)
                 browser_api.expect(image).to_be_visible()
                 assert image.evaluate("element => element.complete && element.naturalWidth > 0")
-            if os.environ.get("ASL_DEMO_SCREENSHOT") == "1":
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+            screenshot(page, "demo.png")
             for bad_file, words in ((not_an_image, "not an image the demo can read"),
-                                    (too_big, f"up to {serve.MAX_UPLOAD_MB} MB")):
+                                    # Streamlit's uploader refuses it in the browser, at the limit the page names
+                                    (too_big, f"File must be {serve.MAX_UPLOAD_MB:.1f}MB or smaller")):
                 page.locator("input[type=file]").set_input_files(str(bad_file))
                 browser_api.expect(page.get_by_role("alert").filter(has_text=words)).to_be_visible(timeout=30_000)
                 browser_api.expect(letter).to_have_count(0)
@@ -671,11 +676,10 @@ def test_teach_mode_in_a_real_browser(browser_api, running_server):
             counts = page.get_by_test_id("stMarkdown").filter(has_text="per letter")
             browser_api.expect(counts).to_contain_text(f"{letter} 1")
             browser_api.expect(page.get_by_text("dvc repro", exact=False).first).to_be_visible()
-            if os.environ.get("ASL_TEACH_SCREENSHOT") == "1":
+            if SCREENSHOTS:
                 # Streamlit scrolls inside its own frame, so full_page stops at the window: make it tall enough.
                 page.set_viewport_size({"width": 1280, "height": 1050})
-                TEACH_SCREENSHOT.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(TEACH_SCREENSHOT), full_page=True)
+                screenshot(page, "teach.png")
             # The form is cleared once saved: another page run (a new letter picked) saves nothing again.
             page.get_by_test_id("stSelectbox").click()
             page.get_by_role("option", name=letter, exact=True).click()
@@ -696,7 +700,61 @@ def test_teach_mode_in_a_real_browser(browser_api, running_server):
             refused = page.get_by_role("alert").filter(has_text="Nothing was saved")
             browser_api.expect(refused).to_contain_text(f"{tracker}: This file is not an image", timeout=60_000)
             browser_api.expect(refused).to_contain_text("1 of the 2 photos")
+            browser_api.expect(refused).to_contain_text("Pick the photos again without it")
             assert fetched == [] and refused.locator("img").count() == 0
             assert len(files_under(teach_dir)) == 1  # all or nothing: the good photo beside it was not saved
+            # As the message says, the picker is empty again: the refused photos are no longer held.
+            browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(0)
+        finally:
+            browser.close()
+
+
+def wait_for_new_files(folder: Path, before: set, seconds: float) -> list:
+    """The files in `folder` not in `before`, once there is one (or none after `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        new = sorted(set(files_under(folder)) - before)
+        if new:
+            return new
+        time.sleep(0.1)
+    return []
+
+
+@pytest.mark.slow
+@needs_hand_model
+def test_a_double_click_on_save_saves_the_photo_once_and_says_so(browser_api, running_server):
+    """Ten times over, a photo picked and Save pressed twice: as a double click, and as two clicks 150 ms apart."""
+    url, model_file, teach_dir = running_server
+    letter = json.loads(ModelFiles(model_file).labels.read_text(encoding="utf-8"))[0]
+    photo = SAMPLES / f"{letter}_test.jpg"
+    with browser_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url)
+            page.get_by_text("Teach it your hand").click()
+            save = page.get_by_role("button", name=f"Save as {letter}")
+            save.wait_for()  # the page has run again in teach mode
+            outcome = page.get_by_role("status").filter(has_text=re.compile("^Saved"))
+            for attempt in range(10):
+                before = set(files_under(teach_dir))
+                assert len(before) == attempt  # the clicks before saved one photo each, and no more
+                page.locator("input[type=file]").set_input_files(str(photo))
+                # Uploaded, and the page has run with it: not only its chip drawn.
+                browser_api.expect(page.get_by_text("1 photo picked, not saved yet.")).to_be_visible(timeout=30_000)
+                if attempt % 2:
+                    save.click()
+                    page.wait_for_timeout(150)
+                    save.click()
+                else:
+                    save.dblclick()
+                browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(0, timeout=60_000)
+                new = wait_for_new_files(teach_dir, before, 60)
+                assert len(new) == 1, f"attempt {attempt + 1}: {len(new)} photos saved"
+                browser_api.expect(outcome).to_contain_text(f"Saved 1 photo as {letter}.")
+                browser_api.expect(outcome).to_contain_text(str(new[0]))
+                browser_api.expect(page.get_by_text("Nothing to save yet")).to_have_count(0)
+            page.wait_for_timeout(2000)  # a late second save of the last photo would land by now
+            assert len(files_under(teach_dir)) == 10
         finally:
             browser.close()

@@ -662,7 +662,7 @@ def test_teach_mode_in_a_real_browser(browser_api, running_server):
             save = page.get_by_role("button", name=f"Save as {letter}")
             save.wait_for()  # the page has run again with the letter
             page.locator("input[type=file]").set_input_files(str(photo))
-            browser_api.expect(page.get_by_text(photo.name)).to_be_visible(timeout=30_000)  # uploaded
+            browser_api.expect(page.get_by_text("1 photo picked, not saved yet.")).to_be_visible(timeout=30_000)
             save.click()
             done = page.get_by_role("status").filter(has_text="The current model reads it as")
             browser_api.expect(done).to_be_visible(timeout=60_000)
@@ -693,9 +693,8 @@ def test_teach_mode_in_a_real_browser(browser_api, running_server):
                 [{"name": tracker, "mimeType": "image/jpeg", "buffer": b"not a photo"},
                  {"name": photo.name, "mimeType": "image/jpeg", "buffer": photo.read_bytes()}])
             browser_api.expect(page.get_by_text("not a photo", exact=False)).to_have_count(0)
-            # Both uploaded before Save (on a busy machine a click can come first, and nothing is there to save).
-            browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(2, timeout=30_000)
-            page.wait_for_load_state("networkidle")  # their uploads to the server done, not only their chips drawn
+            # Both uploaded before Save, and the page has run with them (a click can come first on a busy machine).
+            browser_api.expect(page.get_by_text("2 photos picked, not saved yet.")).to_be_visible(timeout=30_000)
             page.get_by_role("button", name=f"Save as {letter}").click()
             refused = page.get_by_role("alert").filter(has_text="Nothing was saved")
             browser_api.expect(refused).to_contain_text(f"{tracker}: This file is not an image", timeout=60_000)

@@ -2,6 +2,7 @@
 costs memory, and how many are read at once: one place for the page (serve.py) and its live endpoint (live.py)."""
 import contextlib
 import dataclasses
+import math
 import threading
 
 import numpy as np
@@ -19,6 +20,10 @@ READ_SIDE = 2048
 # Photos and frames decoded and read at once, whatever number of requests arrive: the bound on the memory they
 # take. The model reads one at a time anyway, so a second slot only lets the next photo decode meanwhile.
 WORK_SLOTS = 2
+# The memory one photo or frame may take while decoded (images.Header.decode_bytes, told from its header): with
+# WORK_SLOTS at once, the demo's peak stays under 2 GB. A 50-megapixel JPEG takes about 90 MB (read at half
+# scale), a flat 49-megapixel RGB PNG about 400 MB; a WebP (no reduced decoding) of more than 17 megapixels passes.
+DECODE_BUDGET_MB = 450
 BUSY_SECONDS = 20.0  # a request waits this long for a slot, then is told the demo is busy
 
 
@@ -67,19 +72,27 @@ def work_slot():
 
 
 def check_size(data: bytes, limits: Limits) -> None:
-    """BadUpload unless the bytes are within `limits`, told from the image's header alone."""
+    """BadUpload unless the bytes are within `limits` and decoding them fits DECODE_BUDGET_MB, told from the
+    image's header alone."""
     if len(data) > limits.max_bytes:
         raise BadUpload(f"The {limits.what} is {len(data) / 1024 / 1024:.1f} MB; the demo takes {limits.what}s of "
                         f"up to {limits.max_mb:g} MB. Save it smaller (as a JPEG, or scaled down) and try again.")
     if not data:
         raise BadUpload("The upload is empty (0 bytes). Pick a photo file, or take the snapshot again.")
     try:
-        width, height = images.header_size(data, "upload")
+        header = images.read_header(data, "upload", READ_SIDE)
     except images.UnreadableImage as error:
         raise unreadable(error) from None
-    if height * width > limits.max_pixels:
-        raise BadUpload(f"The {limits.what} is {width} x {height} pixels ({height * width / 1e6:.1f} megapixels); "
-                        f"the demo takes up to {limits.max_pixels / 1e6:g} megapixels. Scale it down and try again.")
+    pixels, side = header.width * header.height, math.isqrt(limits.max_pixels)
+    if pixels > limits.max_pixels:
+        raise BadUpload(f"The {limits.what} is {header.width} x {header.height} pixels ({pixels:,}); the demo takes "
+                        f"{limits.what}s of up to {limits.max_pixels:,} pixels ({side} x {side}). Scale it down and "
+                        "try again.")
+    if header.decode_bytes > DECODE_BUDGET_MB * 1024 * 1024:
+        raise BadUpload(f"The {limits.what} is a {header.width} x {header.height} {header.kind}: reading it would take "
+                        f"{header.decode_bytes / 1024 / 1024:,.0f} MB of memory, and the demo reads {limits.what}s of "
+                        f"up to {DECODE_BUDGET_MB} MB. Save it as a JPEG (read at a reduced scale), or scale it down, "
+                        "and try again.")
 
 
 def unreadable(error: images.UnreadableImage) -> BadUpload:

@@ -133,9 +133,12 @@ def test_a_frame_larger_than_the_page_sends_is_refused_from_its_header(monkeypat
     assert len(data) < uploads.FRAME.max_bytes and 7000 * 7000 < uploads.PHOTO.max_pixels
     monkeypatch.setattr(uploads.images, "decode_rgb", lambda *args, **kwargs: pytest.fail("decoded a refused frame"))
     sessions = live.LiveSessions(None, PAGES)
-    with pytest.raises(live.LiveError, match="7000 x 7000 pixels.*up to 2.1 megapixels") as refused:
+    with pytest.raises(live.LiveError, match=r"7000 x 7000 pixels \(49,000,000\).*up to 2,100,000 pixels") as refused:
         sessions.frame(sessions.open(PAGE)["session"], PAGE, data)
     assert refused.value.status == 400
+    # Just over the limit, the numbers still tell the frame from the limit.
+    with pytest.raises(live.LiveError, match=r"1450 x 1450 pixels \(2,102,500\).*up to 2,100,000 pixels \(1449 x 1449\)"):
+        sessions.frame(sessions.open(PAGE)["session"], PAGE, flat_png(1450, 1450))
 
 
 def test_a_frame_waits_for_a_work_slot_and_is_told_the_demo_is_busy(monkeypatch):

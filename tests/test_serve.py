@@ -202,6 +202,16 @@ def test_a_huge_flat_png_is_refused_from_its_header_without_decoding(tmp_path, m
     assert peak_rss_mib() - before < 50  # decoding it peaks 1.6 GB higher here
 
 
+@pytest.mark.parametrize("kind, options", [("WEBP", {}), ("PNG", {})])
+def test_a_photo_over_the_decode_budget_is_refused_from_its_header(backbone_demo, monkeypatch, kind, options):
+    monkeypatch.setattr(uploads, "DECODE_BUDGET_MB", 1)
+    monkeypatch.setattr(images, "decode_rgb", lambda *args, **kwargs: pytest.fail("decoded a refused photo"))
+    answer = backbone_demo.classify(encoded(gradient(400, 400), kind))  # 0.16 megapixels, far within the limits
+    assert isinstance(answer, serve.Rejection)
+    assert f"400 x 400 {kind}: reading it would take" in answer.message and "up to 1 MB" in answer.message
+    assert "Save it as a JPEG" in answer.message
+
+
 def test_eight_simultaneous_requests_share_one_model_one_call_at_a_time(backbone_demo, monkeypatch):
     photos = [encoded(noise(30 + i, 40, seed=i)) for i in range(8)]
     alone = [backbone_demo.classify(photo) for photo in photos]

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -302,6 +303,9 @@ def running_demo() -> Demo:
 
 
 def streamlit_options(host: str, port: int) -> dict:
+    from asl_pipeline.live import page_origins
+
+    every_address = host in ("0.0.0.0", "::", "")
     return {
         "server.address": host,
         "server.port": port,
@@ -309,10 +313,35 @@ def streamlit_options(host: str, port: int) -> dict:
         "server.maxUploadSize": MAX_UPLOAD_MB,  # for uploads and snapshots alike
         "server.fileWatcherType": "none",
         "server.runOnSave": False,
+        # Streamlit's defaults, set here so that no config.toml turns them off: other sites' requests are refused
+        # (CORS), and an upload must carry the page's XSRF token.
+        "server.enableCORS": True,
+        "server.enableXsrfProtection": True,
+        # The host names the page may be opened by: a page elsewhere whose name resolves to this machine (DNS
+        # rebinding) is refused. With --host 0.0.0.0 any name reaches the page, as that option asks.
+        "server.allowedHosts": [] if every_address else sorted(
+            {urllib.parse.urlsplit(origin).hostname for origin in page_origins(host, port)}),
         "browser.gatherUsageStats": False,  # nothing leaves the machine
         "global.developmentMode": False,
         "client.toolbarMode": "minimal",
     }
+
+
+def only_the_page_opens_the_websocket(origins: set) -> bool:
+    """Make Streamlit's WebSocket, which carries the page's widgets and uploads' results, accept a cross-origin
+    page only at one of `origins` (as the live endpoint does); False where this Streamlit has no such check.
+
+    Streamlit (1.67) accepts a page at any port of localhost or of this machine's addresses, comparing host names
+    alone, and has no option for it: its check is replaced here, by name, in the pinned version.
+    """
+    try:
+        from streamlit.web.server.starlette import starlette_websocket
+    except ImportError:
+        return False
+    if not callable(getattr(starlette_websocket, "is_url_from_allowed_origins", None)):
+        return False
+    starlette_websocket.is_url_from_allowed_origins = lambda origin: origin in origins
+    return True
 
 
 def serve(model_file: Path, host: str, port: int, teach_dir: Path, live_port: int | None = None) -> None:
@@ -331,7 +360,7 @@ def serve(model_file: Path, host: str, port: int, teach_dir: Path, live_port: in
         raise PipelineError(f"the demo needs the packages in {DEMO_PACKAGES}: run `make demo`, or "
                             f"`.venv/bin/python -m pip install -r {DEMO_PACKAGES}`") from None
     from asl_pipeline.inference import load_classifier
-    from asl_pipeline.live import LiveServer, LiveSessions, PageSecrets, page_key
+    from asl_pipeline.live import LiveServer, LiveSessions, PageSecrets, page_key, page_origins
 
     started = time.monotonic()
     return_freed_memory()
@@ -353,6 +382,9 @@ def serve(model_file: Path, host: str, port: int, teach_dir: Path, live_port: in
           f"http://{host}:{port} (Ctrl-C stops it)", flush=True)
     options = streamlit_options(host, port)
     bootstrap.load_config_options(options)
+    if not only_the_page_opens_the_websocket(page_origins(host, port)):
+        print("serve: this Streamlit's WebSocket accepts pages at any port of this machine (see docs/demo-page.md)",
+              flush=True)
     try:
         bootstrap.run(__file__, False, [], options)
     finally:  # requests still arriving are told the demo is stopping, not an internal error

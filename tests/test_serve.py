@@ -767,3 +767,22 @@ def test_a_double_click_on_save_saves_the_photo_once_and_says_so(browser_api, ru
             assert len(files_under(teach_dir)) == 10
         finally:
             browser.close()
+
+
+def websocket_handshake(port: int, origin: str) -> bytes:
+    """The status line Streamlit's WebSocket answers a page at `origin` opening it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        client.sendall(f"GET /_stcore/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n".encode())
+        return client.recv(4096).split(b"\r\n")[0]
+
+
+@pytest.mark.slow
+@needs_hand_model
+def test_streamlits_websocket_accepts_only_the_pages_own_origin(running_server):
+    url, _, _ = running_server
+    port = int(url.rsplit(":", 1)[1])
+    assert b" 101 " in websocket_handshake(port, url)  # the page itself
+    for origin in (f"http://127.0.0.1:{free_port()}", f"http://localhost:{free_port()}", "http://evil.example"):
+        assert b" 101 " not in websocket_handshake(port, origin), origin

@@ -212,6 +212,20 @@ def test_a_photo_over_the_decode_budget_is_refused_from_its_header(backbone_demo
     assert "Save it as a JPEG" in answer.message
 
 
+@pytest.mark.parametrize("kind", ["flat WebP", "PNG cut short"])
+def test_the_issues_small_files_of_49_megapixels_are_refused_before_decoding(monkeypatch, kind):
+    # An 87 KB flat 7000 x 7000 WebP took 750 MB (Pillow's opener makes libwebp's decoder and its canvases); a
+    # 101-byte PNG declaring 7000 x 7000 was decoded until it ran out.
+    if kind == "flat WebP":
+        data = encoded(np.full((7000, 7000, 3), 10, np.uint8), "WEBP")
+    else:
+        data = encoded(np.full((7000, 7000, 3), 10, np.uint8), "PNG")[:101]
+    monkeypatch.setattr("PIL.WebPImagePlugin._webp.WebPAnimDecoder", lambda *args: pytest.fail("WebP decoder made"))
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
+    with pytest.raises(serve.BadUpload, match="7000 x 7000"):
+        uploads.read_photo(data)
+
+
 def test_eight_simultaneous_requests_share_one_model_one_call_at_a_time(backbone_demo, monkeypatch):
     photos = [encoded(noise(30 + i, 40, seed=i)) for i in range(8)]
     alone = [backbone_demo.classify(photo) for photo in photos]
@@ -345,6 +359,55 @@ def test_several_photos_are_saved_all_or_none(teach_demo):
     answer = teach_demo.teach(good, "A")
     assert [name for name, _, _ in answer.saved] == [name for name, _ in good]
     assert len(files_under(teach_demo.teach_dir)) == 3 and teach_demo.teach_counts()["A"] == 3
+
+
+def test_the_same_photo_twice_in_one_save_is_saved_once(teach_demo):
+    photo = encoded(gradient(30, 40))
+    answer = teach_demo.teach([("mine.png", photo), ("other.png", encoded(gradient(31, 40))), ("mine (1).png", photo)],
+                              "C")
+    assert [name for name, _, _ in answer.saved] == ["mine.png", "other.png"]
+    assert answer.duplicates == [("mine (1).png", "mine.png")]
+    assert len(files_under(teach_demo.teach_dir)) == 2
+
+
+class Upload:
+    """What the page's picker hands over for one photo: a name, an id, the bytes."""
+
+    def __init__(self, name: str, data: bytes):
+        self.name, self.file_id, self.data = name, f"id-{name}", data
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def test_save_once_saves_a_photo_once_however_often_save_is_pressed(teach_demo):
+    state, given_back = {}, []
+    picked = [Upload("a.png", encoded(gradient(20, 20)))]
+    serve.save_once(teach_demo, state, picked, "A", given_back.extend)
+    assert isinstance(state["taught"], serve.Taught) and state["teach_saves"] == 1 and given_back == picked
+    # The second click of a double click: its rerun draws the new, empty picker.
+    serve.save_once(teach_demo, state, [], "A", given_back.extend)
+    assert "Nothing new to save" in state["teach_note"] and isinstance(state["taught"], serve.Taught)
+    assert len(files_under(teach_demo.teach_dir)) == 1 and state["teach_saves"] == 1
+    # Refused photos are given back too, and the message says to pick the others again.
+    refused = [Upload("b.png", encoded(gradient(20, 21))), Upload("notes.jpg", b"not a photo")]
+    serve.save_once(teach_demo, state, refused, "A", given_back.extend)
+    assert isinstance(state["taught"], serve.Rejection) and "Pick the photos again without it" in state["taught"].message
+    assert given_back == picked + refused and state["teach_saves"] == 2 and state["teach_note"] is None
+
+
+def test_nothing_to_save_on_a_first_press_says_so(teach_demo):
+    state = {}
+    serve.save_once(teach_demo, state, [], "A", lambda uploads: pytest.fail("nothing to give back"))
+    assert "Nothing to save yet" in state["taught"].message
+
+
+def test_streamlit_takes_uploads_up_to_the_pages_own_limit_and_keeps_its_protections():
+    options = serve.streamlit_options("127.0.0.1", 8501)
+    assert options["server.maxUploadSize"] == serve.MAX_UPLOAD_MB  # the uploader says what the page says
+    assert options["server.enableCORS"] and options["server.enableXsrfProtection"]
+    assert options["server.allowedHosts"] == ["127.0.0.1", "::1", "localhost"]
+    assert serve.streamlit_options("0.0.0.0", 8501)["server.allowedHosts"] == []
 
 
 def test_nothing_to_save_says_so(teach_demo):

@@ -355,6 +355,7 @@ def test_several_photos_are_saved_all_or_none(teach_demo):
     assert isinstance(answer, serve.Rejection)
     assert "Nothing was saved" in answer.message and "1 of the 4 photos" in answer.message
     assert "broken.jpg" in answer.message and "good0" not in answer.message
+    assert "Pick the photos again without it and press Save" in answer.message  # the page's picker is emptied
     assert files_under(teach_demo.teach_dir.parent) == []
     answer = teach_demo.teach(good, "A")
     assert [name for name, _, _ in answer.saved] == [name for name, _ in good]

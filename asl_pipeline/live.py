@@ -64,7 +64,9 @@ MAX_CONNECTIONS = 64
 # connection is closed (with a 408 when part of a body came): a client idle or sending a byte every few seconds
 # holds its place no longer than this.
 CONNECTION_TIMEOUT = 10
-WORKERS = 16  # threads answering requests read whole: a frame waits on them for a work slot (uploads.WORK_SLOTS)
+# Threads answering requests read whole, one per connection at most: each waits up to uploads.BUSY_SECONDS for a
+# work slot and is then answered, read or busy (an idle or slow connection holds none).
+WORKERS = MAX_CONNECTIONS
 MAX_HEAD_BYTES = 16 * 1024  # of a request's line and headers (the page sends some 600 bytes)
 BACKLOG = 128  # connections the system holds before they are accepted: a burst of tabs is not refused by it
 BUSY_READ_SECONDS = 2  # a connection told the demo is busy: its headers (for its Origin) are awaited this long
@@ -140,6 +142,7 @@ class LiveSession:
     started: float  # clock time of the session's start: the speller's seconds count from here
     last_seen: float
     frames: int = 0
+    reading: int = 0  # its frames being read now: a session waiting on the model is not idle
 
 
 class LiveSessions:
@@ -175,6 +178,8 @@ class LiveSessions:
     def frame(self, session_id: str, page: str, data: bytes) -> dict:
         """Read one posted frame and feed it to the session's reader: the reading, the hand, the text."""
         session = self._session(session_id, page)
+        with self._lock:
+            session.reading += 1
         try:
             with reading(data, FRAME) as photo:  # a bounded number of frames and photos at once
                 analysis = self.demo.analyse(photo, with_heatmaps=False, track=session.reader.track)
@@ -182,9 +187,12 @@ class LiveSessions:
             raise LiveError(503, str(problem)) from None
         except BadUpload as problem:
             raise LiveError(400, f"This frame was not read: {problem}") from None
+        finally:
+            with self._lock:
+                session.reading -= 1
+                session.last_seen = self.clock()  # idle from the end of its last frame, read or not
         with self._lock:
             now = self.clock()
-            session.last_seen = now
             read = session.reader.feed(analysis, self.demo.classifier.classes, session.frames, now - session.started)
             session.frames += 1
             text = session.reader.speller.text
@@ -229,7 +237,7 @@ class LiveSessions:
 
     def _drop_idle(self, now: float) -> None:
         for session_id in [key for key, session in self._sessions.items()
-                           if now - session.last_seen > self.idle_seconds]:
+                           if now - session.last_seen > self.idle_seconds and not session.reading]:
             del self._sessions[session_id]
 
     def __len__(self) -> int:

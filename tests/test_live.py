@@ -696,3 +696,19 @@ def test_slow_senders_do_not_keep_a_new_tab_from_spelling(demo):
             for sender in senders:
                 sender.join(timeout=10)
     assert tabs >= 10
+
+
+def test_a_session_whose_frame_waits_on_the_model_is_not_dropped_as_idle():
+    clock, held = Clock(), Held()
+    sessions = live.LiveSessions(held, PAGES, idle_seconds=10, clock=clock)
+    session = sessions.open(PAGE)["session"]
+    with concurrent.futures.ThreadPoolExecutor(1) as page:
+        waiting = page.submit(sessions.frame, session, PAGE, jpeg(np.zeros((20, 20, 3), np.uint8)))
+        time.sleep(0.2)  # the frame is with the model
+        clock.now += 60  # ...for longer than a session may be idle
+        sessions.open(PAGES.issue())  # another tab: its opening drops the idle sessions
+        assert len(sessions) == 2
+        held.release.set()
+        with pytest.raises(RuntimeError, match="released"):
+            waiting.result()
+    assert sessions.clear(session, PAGE) == {"text": ""}  # still there: its frame ended just now

@@ -719,12 +719,12 @@ def test_page_in_a_real_browser(browser_api, running_server, tmp_path):
             browser.close()
 
 
-@pytest.mark.slow
-@needs_hand_model
-def test_teach_mode_in_a_real_browser(browser_api, running_server):
-    url, model_file, teach_dir = running_server
-    letter = json.loads(ModelFiles(model_file).labels.read_text(encoding="utf-8"))[1]
-    photo = SAMPLES / f"{letter}_test.jpg"
+@contextlib.contextmanager
+def teach_page(browser_api, running_server, index: int):
+    """(page, its "Save as <letter>" button, the letter, its sample photo): the running demo in headless Chromium,
+    in teach mode, with the model's class at `index` picked."""
+    url, model_file, _ = running_server
+    letter = json.loads(ModelFiles(model_file).labels.read_text(encoding="utf-8"))[index]
     with browser_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -735,51 +735,59 @@ def test_teach_mode_in_a_real_browser(browser_api, running_server):
             page.get_by_role("option", name=letter, exact=True).click()
             save = page.get_by_role("button", name=f"Save as {letter}")
             save.wait_for()  # the page has run again with the letter
-            page.locator("input[type=file]").set_input_files(str(photo))
-            browser_api.expect(page.get_by_text("1 photo picked, not saved yet.")).to_be_visible(timeout=30_000)
-            save.click()
-            done = page.get_by_role("status").filter(has_text="The current model reads it as")
-            browser_api.expect(done).to_be_visible(timeout=60_000)
-            browser_api.expect(done).to_contain_text(f"Saved 1 photo as {letter}.")
-            saved = files_under(teach_dir)
-            assert len(saved) == 1 and saved[0].parent == teach_dir / letter and TEACH_NAME.fullmatch(saved[0].name)
-            with Image.open(saved[0]) as jpeg:
-                assert jpeg.format == "JPEG"
-            assert images.load_rgb(saved[0]).shape == images.load_rgb(photo).shape
-            browser_api.expect(done).to_contain_text(str(saved[0]))
-            counts = page.get_by_test_id("stMarkdown").filter(has_text="per letter")
-            browser_api.expect(counts).to_contain_text(f"{letter} 1")
-            browser_api.expect(page.get_by_text("dvc repro", exact=False).first).to_be_visible()
-            if SCREENSHOTS:
-                # Streamlit scrolls inside its own frame, so full_page stops at the window: make it tall enough.
-                page.set_viewport_size({"width": 1280, "height": 1050})
-                screenshot(page, "teach.png")
-            # The form is cleared once saved: another page run (a new letter picked) saves nothing again.
-            page.get_by_test_id("stSelectbox").click()
-            page.get_by_role("option", name=letter, exact=True).click()
-            browser_api.expect(counts).to_contain_text(f"{letter} 1")
-            assert len(files_under(teach_dir)) == 1
-            # A file name is shown as text: one written as a Markdown image is not fetched by the browser.
-            tracker = "![t](http://127.0.0.1:9/track.png).jpg"
-            fetched = []
-            page.on("request", lambda request: fetched.append(request.url) if "track.png" in request.url else None)
-            page.locator("input[type=file]").set_input_files(
-                [{"name": tracker, "mimeType": "image/jpeg", "buffer": b"not a photo"},
-                 {"name": photo.name, "mimeType": "image/jpeg", "buffer": photo.read_bytes()}])
-            browser_api.expect(page.get_by_text("not a photo", exact=False)).to_have_count(0)
-            # Both uploaded before Save, and the page has run with them (a click can come first on a busy machine).
-            browser_api.expect(page.get_by_text("2 photos picked, not saved yet.")).to_be_visible(timeout=30_000)
-            page.get_by_role("button", name=f"Save as {letter}").click()
-            refused = page.get_by_role("alert").filter(has_text="Nothing was saved")
-            browser_api.expect(refused).to_contain_text(f"{tracker}: This file is not an image", timeout=60_000)
-            browser_api.expect(refused).to_contain_text("1 of the 2 photos")
-            browser_api.expect(refused).to_contain_text("Pick the photos again without it")
-            assert fetched == [] and refused.locator("img").count() == 0
-            assert len(files_under(teach_dir)) == 1  # all or nothing: the good photo beside it was not saved
-            # As the message says, the picker is empty again: the refused photos are no longer held.
-            browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(0)
+            yield page, save, letter, SAMPLES / f"{letter}_test.jpg"
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+@needs_hand_model
+def test_teach_mode_in_a_real_browser(browser_api, running_server):
+    with teach_page(browser_api, running_server, 1) as (page, save, letter, photo):
+        teach_dir = running_server[2]
+        page.locator("input[type=file]").set_input_files(str(photo))
+        browser_api.expect(page.get_by_text("1 photo picked, not saved yet.")).to_be_visible(timeout=30_000)
+        save.click()
+        done = page.get_by_role("status").filter(has_text="The current model reads it as")
+        browser_api.expect(done).to_be_visible(timeout=60_000)
+        browser_api.expect(done).to_contain_text(f"Saved 1 photo as {letter}.")
+        saved = files_under(teach_dir)
+        assert len(saved) == 1 and saved[0].parent == teach_dir / letter and TEACH_NAME.fullmatch(saved[0].name)
+        with Image.open(saved[0]) as jpeg:
+            assert jpeg.format == "JPEG"
+        assert images.load_rgb(saved[0]).shape == images.load_rgb(photo).shape
+        browser_api.expect(done).to_contain_text(str(saved[0]))
+        counts = page.get_by_test_id("stMarkdown").filter(has_text="per letter")
+        browser_api.expect(counts).to_contain_text(f"{letter} 1")
+        browser_api.expect(page.get_by_text("dvc repro", exact=False).first).to_be_visible()
+        if SCREENSHOTS:
+            # Streamlit scrolls inside its own frame, so full_page stops at the window: make it tall enough.
+            page.set_viewport_size({"width": 1280, "height": 1050})
+            screenshot(page, "teach.png")
+        # The form is cleared once saved: another page run (a new letter picked) saves nothing again.
+        page.get_by_test_id("stSelectbox").click()
+        page.get_by_role("option", name=letter, exact=True).click()
+        browser_api.expect(counts).to_contain_text(f"{letter} 1")
+        assert len(files_under(teach_dir)) == 1
+        # A file name is shown as text: one written as a Markdown image is not fetched by the browser.
+        tracker = "![t](http://127.0.0.1:9/track.png).jpg"
+        fetched = []
+        page.on("request", lambda request: fetched.append(request.url) if "track.png" in request.url else None)
+        page.locator("input[type=file]").set_input_files(
+            [{"name": tracker, "mimeType": "image/jpeg", "buffer": b"not a photo"},
+             {"name": photo.name, "mimeType": "image/jpeg", "buffer": photo.read_bytes()}])
+        browser_api.expect(page.get_by_text("not a photo", exact=False)).to_have_count(0)
+        # Both uploaded before Save, and the page has run with them (a click can come first on a busy machine).
+        browser_api.expect(page.get_by_text("2 photos picked, not saved yet.")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name=f"Save as {letter}").click()
+        refused = page.get_by_role("alert").filter(has_text="Nothing was saved")
+        browser_api.expect(refused).to_contain_text(f"{tracker}: This file is not an image", timeout=60_000)
+        browser_api.expect(refused).to_contain_text("1 of the 2 photos")
+        browser_api.expect(refused).to_contain_text("Pick the photos again without it")
+        assert fetched == [] and refused.locator("img").count() == 0
+        assert len(files_under(teach_dir)) == 1  # all or nothing: the good photo beside it was not saved
+        # As the message says, the picker is empty again: the refused photos are no longer held.
+        browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(0)
 
 
 def wait_for_new_files(folder: Path, before: set, seconds: float) -> list:
@@ -797,40 +805,29 @@ def wait_for_new_files(folder: Path, before: set, seconds: float) -> list:
 @needs_hand_model
 def test_a_double_click_on_save_saves_the_photo_once_and_says_so(browser_api, running_server):
     """Ten times over, a photo picked and Save pressed twice: as a double click, and as two clicks 150 ms apart."""
-    url, model_file, teach_dir = running_server
-    letter = json.loads(ModelFiles(model_file).labels.read_text(encoding="utf-8"))[0]
-    photo = SAMPLES / f"{letter}_test.jpg"
-    with browser_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url)
-            page.get_by_text("Teach it your hand").click()
-            save = page.get_by_role("button", name=f"Save as {letter}")
-            save.wait_for()  # the page has run again in teach mode
-            outcome = page.get_by_role("status").filter(has_text=re.compile("^Saved"))
-            for attempt in range(10):
-                before = set(files_under(teach_dir))
-                assert len(before) == attempt  # the clicks before saved one photo each, and no more
-                page.locator("input[type=file]").set_input_files(str(photo))
-                # Uploaded, and the page has run with it: not only its chip drawn.
-                browser_api.expect(page.get_by_text("1 photo picked, not saved yet.")).to_be_visible(timeout=30_000)
-                if attempt % 2:
-                    save.click()
-                    page.wait_for_timeout(150)
-                    save.click()
-                else:
-                    save.dblclick()
-                browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(0, timeout=60_000)
-                new = wait_for_new_files(teach_dir, before, 60)
-                assert len(new) == 1, f"attempt {attempt + 1}: {len(new)} photos saved"
-                browser_api.expect(outcome).to_contain_text(f"Saved 1 photo as {letter}.")
-                browser_api.expect(outcome).to_contain_text(str(new[0]))
-                browser_api.expect(page.get_by_text("Nothing to save yet")).to_have_count(0)
-            page.wait_for_timeout(2000)  # a late second save of the last photo would land by now
-            assert len(files_under(teach_dir)) == 10
-        finally:
-            browser.close()
+    with teach_page(browser_api, running_server, 0) as (page, save, letter, photo):
+        teach_dir = running_server[2]
+        outcome = page.get_by_role("status").filter(has_text=re.compile("^Saved"))
+        for attempt in range(10):
+            before = set(files_under(teach_dir))
+            assert len(before) == attempt  # the clicks before saved one photo each, and no more
+            page.locator("input[type=file]").set_input_files(str(photo))
+            # Uploaded, and the page has run with it: not only its chip drawn.
+            browser_api.expect(page.get_by_text("1 photo picked, not saved yet.")).to_be_visible(timeout=30_000)
+            if attempt % 2:
+                save.click()
+                page.wait_for_timeout(150)
+                save.click()
+            else:
+                save.dblclick()
+            browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(0, timeout=60_000)
+            new = wait_for_new_files(teach_dir, before, 60)
+            assert len(new) == 1, f"attempt {attempt + 1}: {len(new)} photos saved"
+            browser_api.expect(outcome).to_contain_text(f"Saved 1 photo as {letter}.")
+            browser_api.expect(outcome).to_contain_text(str(new[0]))
+            browser_api.expect(page.get_by_text("Nothing to save yet")).to_have_count(0)
+        page.wait_for_timeout(2000)  # a late second save of the last photo would land by now
+        assert len(files_under(teach_dir)) == 10
 
 
 def websocket_handshake(port: int, origin: str) -> bytes:

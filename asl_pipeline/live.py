@@ -331,7 +331,12 @@ async def read_head(reader) -> tuple:
     parts = line.decode("latin-1").split()
     if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
         raise Refused(400, "Not an HTTP/1.1 request: the live endpoint answers the demo page's requests.")
-    return parts[0], parts[1], http.client.parse_headers(io.BytesIO(rest)), parts[2]
+    try:
+        headers = http.client.parse_headers(io.BytesIO(rest))
+    except http.client.HTTPException:  # more than 100 headers, or a line too long
+        raise Refused(431, "The request's headers are more than the demo page sends: send a frame as the page "
+                           "does.") from None
+    return parts[0], parts[1], headers, parts[2]
 
 
 async def read_body(reader, headers, read: list) -> bytes:
@@ -392,7 +397,7 @@ class Connection:
                     return False
                 method, target, headers, version = head
                 origin = headers.get("Origin")
-                body = b"" if method == "OPTIONS" else await read_body(self.reader, headers, read)
+                body = await read_body(self.reader, headers, read)  # a preflight's too: never read as a request
         except TimeoutError:
             if read[1]:  # its body had begun: say how much came
                 await self._send(408, {"error": f"The frame stopped arriving ({read[0]} of {read[1]} bytes in "

@@ -180,6 +180,18 @@ def test_a_photo_that_waits_too_long_for_a_slot_is_told_the_demo_is_busy(backbon
     assert isinstance(backbone_demo.classify(encoded(noise(20, 20))), serve.Prediction)
 
 
+def test_photos_decoded_at_once_share_one_decode_budget(backbone_demo, monkeypatch):
+    monkeypatch.setattr(uploads, "BUSY_SECONDS", 0.1)
+    photo = encoded(noise(200, 300))
+    cost = images.read_header(photo, "photo", uploads.READ_SIDE).decode_bytes
+    budget = uploads.DECODE_BUDGET_MB * 1024 * 1024
+    with uploads.work_slot(budget - cost + 1):  # a large photo being read: a free slot, not room for this one
+        answer = backbone_demo.classify(photo)
+        assert isinstance(answer, serve.Rejection) and "busy" in answer.message
+    with uploads.work_slot(budget - cost):  # room for it
+        assert isinstance(backbone_demo.classify(photo), serve.Prediction)
+
+
 def peak_rss_mib() -> float:
     return int(next(line for line in Path("/proc/self/status").read_text().splitlines()
                     if line.startswith("VmHWM:")).split()[1]) / 1024

@@ -442,14 +442,26 @@ def counts_line(counts: dict) -> str:
     return line + (f"  \nNo photo yet: {', '.join(missing)}" if missing else "  \nEvery letter has a photo.")
 
 
+@dataclasses.dataclass
+class TeachRecord:
+    """What teach mode keeps for one browser tab, as one object in its session state: its fields change without a
+    Streamlit call (writing to st.session_state is one, where a second click stops the page run)."""
+
+    saves: int = 0  # the picker's key: renewed once a save has taken its photos
+    outcome: Taught | Rejection | None = None  # of the last press of Save, shown until the next
+    had_photos: bool = False  # that press had photos to save
+    note: str | None = None  # said below the outcome: a press that found nothing new
+
+
 def render_teach(st, demo: Demo) -> None:
     st.markdown("Save photos of **your** hand signing each letter; the next training run learns from them.")
     label = st.selectbox("Letter you sign in the photo", demo.classifier.classes)
     source = st.radio("Photo from", ("files", "the webcam"), horizontal=True)
+    record = st.session_state.setdefault("teach", TeachRecord())
     # The photos picked since the last save, in a picker of that save's own (a new key once it saved): a photo
     # saved leaves the page, so no later click can save it again. The labels do not name the letter: a widget
     # whose label changes is a new widget, which would drop the photos picked before the letter.
-    picker = f"teach_photos_{st.session_state.setdefault('teach_saves', 0)}"
+    picker = f"teach_photos_{record.saves}"
     if source == "files":
         uploads = st.file_uploader(f"Drop or pick photos of your hand signing that letter (at most "
                                    f"{MAX_UPLOAD_MB} MB each)", type=UPLOAD_TYPES, accept_multiple_files=True,
@@ -461,37 +473,38 @@ def render_teach(st, demo: Demo) -> None:
         st.caption(f"{len(uploads)} photo{'s' if len(uploads) > 1 else ''} picked, not saved yet.")
     if st.button(f"Save as {label}", type="primary"):
         with st.spinner("Reading and saving the photos..."):
-            save_once(demo, st.session_state, uploads, label, forget_uploads)
-        if f"teach_photos_{st.session_state['teach_saves']}" != picker:
+            save_once(demo, record, uploads, label, forget_uploads)
+        if f"teach_photos_{record.saves}" != picker:
             st.rerun()  # this run drew the old picker, its photos given back: the page shows the new, empty one
-    if "taught" in st.session_state:
-        show_taught(st, st.session_state["taught"])
-    if st.session_state.get("teach_note"):
-        st.info(st.session_state["teach_note"])
+    if record.outcome is not None:
+        show_taught(st, record.outcome)
+    if record.note:
+        st.info(record.note)
     st.markdown(f"Photos saved in `{demo.teach_dir}/` per letter: {counts_line(demo.teach_counts())}")
     st.info(f"**Next:** run `dvc repro` in the project folder. Training reads `{demo.teach_dir}/<LETTER>/` "
             f"when the folder is listed in `data.extra_train` in params.yaml, which `{MY_HAND_DIR}` is by default. "
             "This page loads the retrained model by itself; no restart needed.")
 
 
-def save_once(demo: Demo, state, uploads: list, label: str, forget) -> None:
-    """One press of "Save as <label>" with `uploads` in the picker, its outcome kept in `state` (the tab's session
-    state, which outlives the page run): the photos saved all together or refused, then the picker renewed
-    (state["teach_saves"]: the picker's key) and their bytes given back (`forget(uploads)`).
+def save_once(demo: Demo, record: TeachRecord, uploads: list, label: str, forget) -> None:
+    """One press of "Save as <label>" with `uploads` in the picker, its outcome kept in the tab's `record`: the
+    photos saved all together or refused, then the picker renewed (record.saves) and their bytes given back
+    (`forget(uploads)`).
 
     A second click, or one during the save, reruns the page at once, stopping this run at its next Streamlit
-    call: there is none in here, so the save, its outcome and the new picker land together. The rerun then finds
-    the new, empty picker and keeps the first click's outcome, saying that nothing new was picked; had the first
-    run stopped before saving, the rerun finds the photos still picked and saves them.
+    call: there is none in here (the record's fields are plain Python), so the save, its outcome and the new
+    picker land together. The rerun then finds the new, empty picker and keeps the first click's outcome, saying
+    that nothing new was picked; had the first run stopped before saving, the rerun finds the photos still
+    picked and saves them.
     """
-    if not uploads and state.get("teach_had_photos"):
-        state["teach_note"] = ("Nothing new to save: the photos saved above left the picker, so that each is "
-                               "saved once. Pick more photos (and wait for them to show as picked) to save more.")
+    if not uploads and record.had_photos:
+        record.note = ("Nothing new to save: the photos saved above left the picker, so that each is saved once. "
+                       "Pick more photos (and wait for them to show as picked) to save more.")
         return
-    state["taught"] = demo.teach([(upload.name, upload.getvalue()) for upload in uploads], label)
-    state["teach_had_photos"], state["teach_note"] = bool(uploads), None
+    record.outcome = demo.teach([(upload.name, upload.getvalue()) for upload in uploads], label)
+    record.had_photos, record.note = bool(uploads), None
     if uploads:
-        state["teach_saves"] = state.get("teach_saves", 0) + 1
+        record.saves += 1
         forget(uploads)
 
 

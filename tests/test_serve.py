@@ -394,25 +394,25 @@ class Upload:
 
 
 def test_save_once_saves_a_photo_once_however_often_save_is_pressed(teach_demo):
-    state, given_back = {}, []
+    record, given_back = serve.TeachRecord(), []
     picked = [Upload("a.png", encoded(gradient(20, 20)))]
-    serve.save_once(teach_demo, state, picked, "A", given_back.extend)
-    assert isinstance(state["taught"], serve.Taught) and state["teach_saves"] == 1 and given_back == picked
+    serve.save_once(teach_demo, record, picked, "A", given_back.extend)
+    assert isinstance(record.outcome, serve.Taught) and record.saves == 1 and given_back == picked
     # The second click of a double click: its rerun draws the new, empty picker.
-    serve.save_once(teach_demo, state, [], "A", given_back.extend)
-    assert "Nothing new to save" in state["teach_note"] and isinstance(state["taught"], serve.Taught)
-    assert len(files_under(teach_demo.teach_dir)) == 1 and state["teach_saves"] == 1
+    serve.save_once(teach_demo, record, [], "A", given_back.extend)
+    assert "Nothing new to save" in record.note and isinstance(record.outcome, serve.Taught)
+    assert len(files_under(teach_demo.teach_dir)) == 1 and record.saves == 1
     # Refused photos are given back too, and the message says to pick the others again.
     refused = [Upload("b.png", encoded(gradient(20, 21))), Upload("notes.jpg", b"not a photo")]
-    serve.save_once(teach_demo, state, refused, "A", given_back.extend)
-    assert isinstance(state["taught"], serve.Rejection) and "Pick the photos again without it" in state["taught"].message
-    assert given_back == picked + refused and state["teach_saves"] == 2 and state["teach_note"] is None
+    serve.save_once(teach_demo, record, refused, "A", given_back.extend)
+    assert isinstance(record.outcome, serve.Rejection) and "Pick the photos again without it" in record.outcome.message
+    assert given_back == picked + refused and record.saves == 2 and record.note is None
 
 
 def test_nothing_to_save_on_a_first_press_says_so(teach_demo):
-    state = {}
-    serve.save_once(teach_demo, state, [], "A", lambda uploads: pytest.fail("nothing to give back"))
-    assert "Nothing to save yet" in state["taught"].message
+    record = serve.TeachRecord()
+    serve.save_once(teach_demo, record, [], "A", lambda uploads: pytest.fail("nothing to give back"))
+    assert "Nothing to save yet" in record.outcome.message
 
 
 def test_streamlit_takes_uploads_up_to_the_pages_own_limit_and_keeps_its_protections():

@@ -371,14 +371,14 @@ class Connection:
         self.server, self.reader, self.writer = server, reader, writer
         self.waiting_since: float | None = time.monotonic()  # None while a request of its is being answered
         self.client = writer.get_extra_info("peername") or ("?", 0)
-        self.made_room = False  # closed by the server, for a newer connection
+        self.closed_by_server = False  # for a newer connection, or as the demo stops: nothing to log
 
     async def serve(self) -> None:
         try:
             while await self._one_request():
                 pass
         except (ConnectionError, asyncio.IncompleteReadError) as error:
-            if not self.made_room:
+            if not self.closed_by_server:
                 self.server.log(f"live: a client at {self.client[0]}:{self.client[1]} left mid-request "
                                 f"({type(error).__name__})")
         finally:
@@ -472,7 +472,7 @@ class LiveServer:
             return False
         oldest = min(waiting, key=lambda one: one.waiting_since)
         self._connections.discard(oldest)
-        oldest.made_room = True
+        oldest.closed_by_server = True
         oldest.close()
         return True
 
@@ -506,6 +506,7 @@ class LiveServer:
         async def stop():
             self._server.close()
             for connection in list(self._connections):
+                connection.closed_by_server = True
                 connection.close()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=10)

@@ -16,10 +16,14 @@ each with a timeout, and frames small, so a flood of requests takes bounded thre
 Why a server of its own rather than Streamlit: a Streamlit widget value reruns the whole page script per
 frame, and Streamlit offers no public way to add a route to its own server.
 """
+import asyncio
+import concurrent.futures
 import dataclasses
 import hashlib
 import hmac
-import http.server
+import http
+import http.client
+import io
 import json
 import os
 import secrets
@@ -52,10 +56,22 @@ JPEG_QUALITY = 0.8  # of the frames the page sends, on canvas.toBlob's scale of 
 COMPONENT = Path(__file__).with_name("live.html")
 COMPONENT_HEIGHT = 640  # pixels of the page the component takes: the 480-pixel-high picture and the text
 PAGE_HEADER = "X-Live-Page"  # the page's secret; a header, so no other site's page can send it without asking
-# Connections served at once (a tab keeps one or two open); one more is answered "busy" and closed. Each is
-# closed after this many seconds without a byte either way: an idle or stalled client does not keep a thread.
-MAX_CONNECTIONS = 32
+# Connections open at once (a tab keeps one or two). Each costs a buffer of at most one frame, not a thread: the
+# event loop reads requests whole before a worker answers them. One more takes the place of the one that has waited
+# longest for its request; only when all are being answered is it told the demo is busy.
+MAX_CONNECTIONS = 64
+# A request must arrive whole within this many seconds of the last answer (or of the connection's opening), else the
+# connection is closed (with a 408 when part of a body came): a client idle or sending a byte every few seconds
+# holds its place no longer than this.
 CONNECTION_TIMEOUT = 10
+# Threads answering requests read whole, one per connection at most: each waits up to uploads.BUSY_SECONDS for a
+# work slot and is then answered, read or busy (an idle or slow connection holds none).
+WORKERS = MAX_CONNECTIONS
+MAX_HEAD_BYTES = 16 * 1024  # of a request's line and headers (the page sends some 600 bytes)
+BACKLOG = 128  # connections the system holds before they are accepted: a burst of tabs is not refused by it
+BUSY_READ_SECONDS = 2  # a connection told the demo is busy: its headers (for its Origin) are awaited this long
+BUSY_MESSAGE = ("The demo is busy: every one of its connections is answering a frame. This page tries again in a "
+                "second.")
 KEY_FILE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "asl-pipeline" / "live-page-key"
 # How the page may be opened on this machine, for the host names of `--host` 127.0.0.1 (the default).
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -126,6 +142,7 @@ class LiveSession:
     started: float  # clock time of the session's start: the speller's seconds count from here
     last_seen: float
     frames: int = 0
+    reading: int = 0  # its frames being read now: a session waiting on the model is not idle
 
 
 class LiveSessions:
@@ -161,6 +178,8 @@ class LiveSessions:
     def frame(self, session_id: str, page: str, data: bytes) -> dict:
         """Read one posted frame and feed it to the session's reader: the reading, the hand, the text."""
         session = self._session(session_id, page)
+        with self._lock:
+            session.reading += 1
         try:
             with reading(data, FRAME) as photo:  # a bounded number of frames and photos at once
                 analysis = self.demo.analyse(photo, with_heatmaps=False, track=session.reader.track)
@@ -168,9 +187,12 @@ class LiveSessions:
             raise LiveError(503, str(problem)) from None
         except BadUpload as problem:
             raise LiveError(400, f"This frame was not read: {problem}") from None
+        finally:
+            with self._lock:
+                session.reading -= 1
+                session.last_seen = self.clock()  # idle from the end of its last frame, read or not
         with self._lock:
             now = self.clock()
-            session.last_seen = now
             read = session.reader.feed(analysis, self.demo.classifier.classes, session.frames, now - session.started)
             session.frames += 1
             text = session.reader.speller.text
@@ -215,7 +237,7 @@ class LiveSessions:
 
     def _drop_idle(self, now: float) -> None:
         for session_id in [key for key, session in self._sessions.items()
-                           if now - session.last_seen > self.idle_seconds]:
+                           if now - session.last_seen > self.idle_seconds and not session.reading]:
             del self._sessions[session_id]
 
     def __len__(self) -> int:
@@ -241,152 +263,256 @@ def page_origins(host: str, page_port: int) -> set:
     return {f"http://{name}:{page_port}" for name in names}
 
 
-def handler_class(sessions: LiveSessions, origins: set):
-    class LiveHandler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: a frame does not pay for a new connection
-        # The headers and the body go out in two writes: with Nagle's algorithm on, the second waits for the
-        # browser's delayed ACK, 40 ms a frame here.
-        disable_nagle_algorithm = True
-        timeout = CONNECTION_TIMEOUT  # of each read and write on the connection
+class Request:
+    """One request read whole from a connection: its method, path, headers and body."""
 
-        def do_OPTIONS(self):  # the CORS preflight the browser sends before posting a frame cross-origin
-            self.close_connection = bool(self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"))
-            self._send(204, None)
-
-        def do_POST(self):
-            try:
-                answer, status = self._answer(), 200
-            except LiveError as error:
-                answer, status = {"error": str(error)}, error.status
-            except Stopping:
-                answer, status = {"error": "The demo is stopping; this page carries on once it is started again."}, 503
-            except (ConnectionError, TimeoutError):
-                raise  # the client left: nothing to answer (LiveServer logs one line)
-            except Exception as error:  # whatever else goes wrong with one frame, the page hears it, and lives
-                answer, status = {"error": f"The demo failed on this frame ({type(error).__name__}: {error}); "
-                                           "the terminal running `make demo` may say more."}, 500
-            self._send(status, answer)
-
-        def _answer(self) -> dict:
-            if self.headers.get("Origin") not in origins:
-                self.close_connection = True  # the body, unread, would be taken for the next request
-                raise LiveError(403, "Only the demo's own page may use this endpoint: open Spell live on the page.")
-            body = self._body()
-            url = urllib.parse.urlsplit(self.path)
-            route = ROUTES.get(url.path)
-            if route is None:
-                raise LiveError(404, f"No such live endpoint {url.path}: the page posts to {', '.join(ROUTES)}.")
-            return route(sessions, self.headers.get(PAGE_HEADER, ""), dict(urllib.parse.parse_qsl(url.query)), body)
-
-        def _body(self) -> bytes:
-            if self.headers.get("Transfer-Encoding"):  # chunked: its chunks must not be read as the next request
-                self.close_connection = True
-                raise LiveError(411, "Post the frame with a Content-Length (as one JPEG body), not in chunks.")
-            length = self.headers.get("Content-Length", "0")  # none: no body (a click on Clear)
-            if not length.isdigit():
-                self.close_connection = True
-                raise LiveError(400, f"Content-Length {length!r} is not a number of bytes: post the frame as one "
-                                     "JPEG body.")
-            if int(length) > FRAME.max_bytes:  # refused before the bytes are read into memory
-                self.close_connection = True
-                raise LiveError(413, f"The frame is {int(length) / 1024 / 1024:.1f} MB; frames of up to "
-                                     f"{FRAME.max_mb:g} MB are read. Send it scaled down.")
-            try:
-                body = self.rfile.read(int(length))
-            except TimeoutError:
-                body = b""
-            if len(body) < int(length):
-                self.close_connection = True
-                raise LiveError(408, f"The frame stopped arriving ({len(body)} of {length} bytes in "
-                                     f"{CONNECTION_TIMEOUT} s): post it again.")
-            return body
-
-        def _send(self, status: int, answer: dict | None) -> None:
-            body = b"" if answer is None else json.dumps(answer).encode()
-            self.send_response(status)
-            origin = self.headers.get("Origin")
-            if origin in origins:  # any other site's page may not read the answer
-                self.send_header("Access-Control-Allow-Origin", origin)
-                self.send_header("Access-Control-Allow-Methods", "POST")
-                self.send_header("Access-Control-Allow-Headers", f"Content-Type, {PAGE_HEADER}")
-                self.send_header("Vary", "Origin")
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format, *args):  # one line per frame would flood the terminal
-            pass
-
-    return LiveHandler
+    def __init__(self, method: str, target: str, headers, body: bytes = b""):
+        self.method, self.target, self.headers, self.body = method, target, headers, body
+        self.origin = headers.get("Origin")
 
 
-_BUSY = json.dumps({"error": "The demo has too many connections open: this page tries again shortly."}).encode()
-BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))
+def respond(sessions: LiveSessions, origins: set, request: Request) -> tuple:
+    """(HTTP status, JSON answer or None) for a request read whole; run on a worker thread (a frame waits for the
+    model)."""
+    if request.method == "OPTIONS":  # the CORS preflight the browser sends before posting a frame cross-origin
+        return 204, None
+    try:
+        if request.origin not in origins:
+            raise LiveError(403, "Only the demo's own page may use this endpoint: open Spell live on the page.")
+        url = urllib.parse.urlsplit(request.target)
+        route = ROUTES.get(url.path)
+        if route is None:
+            raise LiveError(404, f"No such live endpoint {url.path}: the page posts to {', '.join(ROUTES)}.")
+        return 200, route(sessions, request.headers.get(PAGE_HEADER, ""), dict(urllib.parse.parse_qsl(url.query)),
+                          request.body)
+    except LiveError as error:
+        return error.status, {"error": str(error)}
+    except Stopping:
+        return 503, {"error": "The demo is stopping; this page carries on once it is started again."}
+    except Exception as error:  # whatever else goes wrong with one frame, the page hears it, and lives
+        return 500, {"error": f"The demo failed on this frame ({type(error).__name__}: {error}); the terminal "
+                              "running `make demo` may say more."}
 
 
-class BoundedHTTPServer(http.server.HTTPServer):
-    """An HTTP server that serves at most `max_connections` connections at once, each on a thread of its own;
-    a connection beyond them is answered 503 and closed at once rather than left waiting, and a client that
-    leaves mid-request is logged in one line."""
+def answer_bytes(status: int, answer: dict | None, origin: str | None, origins: set, close: bool) -> bytes:
+    """The whole HTTP answer, headers and body, to go out in one write: readable by the page's origin alone."""
+    body = b"" if answer is None else json.dumps(answer).encode()
+    headers = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}", "Content-Type: application/json",
+               f"Content-Length: {len(body)}", "Cache-Control: no-store"]
+    if origin in origins:  # any other site's page may not read the answer
+        headers += [f"Access-Control-Allow-Origin: {origin}", "Access-Control-Allow-Methods: POST",
+                    f"Access-Control-Allow-Headers: Content-Type, {PAGE_HEADER}", "Vary: Origin"]
+    if close:
+        headers.append("Connection: close")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + body
 
-    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS):
-        super().__init__(address, handler)
-        self._free = threading.BoundedSemaphore(max_connections)
 
-    def process_request(self, request, client_address):
-        if not self._free.acquire(blocking=False):
-            try:
-                request.setblocking(False)  # the accepting thread never waits on a client
-                request.send(BUSY_ANSWER)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        # Daemon threads: a browser holding a keep-alive connection does not hold up the demo's exit.
-        threading.Thread(target=self._serve, args=(request, client_address), name="live-connection",
-                         daemon=True).start()
+class Refused(Exception):
+    """A request refused while it is read: answered with this status and message, then the connection closed
+    (what follows its headers, unread, would be taken for the next request)."""
 
-    def _serve(self, request, client_address):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+async def read_head(reader) -> tuple:
+    """(method, target, headers, HTTP version) of the next request; None when the client closed between requests."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as error:
+        if not error.partial:
+            return None
+        raise
+    except asyncio.LimitOverrunError:
+        raise Refused(431, f"The request's headers pass {MAX_HEAD_BYTES // 1024} KB: send a frame as the page "
+                           "does.") from None
+    line, _, rest = head.partition(b"\r\n")
+    parts = line.decode("latin-1").split()
+    if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
+        raise Refused(400, "Not an HTTP/1.1 request: the live endpoint answers the demo page's requests.")
+    try:
+        headers = http.client.parse_headers(io.BytesIO(rest))
+    except http.client.HTTPException:  # more than 100 headers, or a line too long
+        raise Refused(431, "The request's headers are more than the demo page sends: send a frame as the page "
+                           "does.") from None
+    return parts[0], parts[1], headers, parts[2]
+
+
+async def read_body(reader, headers, read: list) -> bytes:
+    """The request's body, as its one Content-Length says; `read` counts the bytes come so far, for the message
+    of a body that stops arriving."""
+    if headers.get("Transfer-Encoding"):  # chunked: its chunks must not be read as the next request
+        raise Refused(411, "Post the frame with a Content-Length (as one JPEG body), not in chunks.")
+    lengths = headers.get_all("Content-Length") or ["0"]  # none: no body (a click on Clear)
+    if len(lengths) > 1:  # two lengths: which one ends the body is the question request smuggling asks
+        raise Refused(400, "The request has more than one Content-Length: post the frame with one.")
+    length = lengths[0].strip()
+    if not length.isdigit():
+        raise Refused(400, f"Content-Length {length!r} is not a number of bytes: post the frame as one JPEG body.")
+    if int(length) > FRAME.max_bytes:  # refused before the bytes are read into memory
+        raise Refused(413, f"The frame is {int(length) / 1024 / 1024:.1f} MB; frames of up to {FRAME.max_mb:g} MB "
+                           "are read. Send it scaled down.")
+    body = bytearray()
+    read[:] = [0, int(length)]
+    while len(body) < int(length):
+        chunk = await reader.read(int(length) - len(body))
+        if not chunk:
+            raise ConnectionResetError("the client closed the connection mid-body")
+        body += chunk
+        read[0] = len(body)
+    return bytes(body)
+
+
+class Connection:
+    """One client connection: read a request whole on the event loop, answered on a worker thread, then the next."""
+
+    def __init__(self, server: "LiveServer", reader, writer):
+        self.server, self.reader, self.writer = server, reader, writer
+        self.waiting_since: float | None = time.monotonic()  # None while a request of its is being answered
+        self.client = writer.get_extra_info("peername") or ("?", 0)
+        self.closed_by_server = False  # for a newer connection, or as the demo stops: nothing to log
+
+    async def serve(self) -> None:
         try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
+            while await self._one_request():
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError) as error:
+            if not self.closed_by_server:
+                self.server.log(f"live: a client at {self.client[0]}:{self.client[1]} left mid-request "
+                                f"({type(error).__name__})")
         finally:
-            self.shutdown_request(request)
-            self._free.release()
+            self.close()
 
-    def handle_error(self, request, client_address):
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            # One write: print's two (the text, then the newline) interleave between threads.
-            sys.stderr.write(f"live: a client at {client_address[0]}:{client_address[1]} left mid-request "
-                             f"({type(error).__name__})\n")
-            sys.stderr.flush()
-        else:
-            super().handle_error(request, client_address)
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+    async def _one_request(self) -> bool:
+        """Read, answer; False when the connection is to close."""
+        self.waiting_since, read, origin = time.monotonic(), [0, 0], None
+        try:
+            async with asyncio.timeout(CONNECTION_TIMEOUT):
+                head = await read_head(self.reader)
+                if head is None:
+                    return False
+                method, target, headers, version = head
+                origin = headers.get("Origin")
+                body = await read_body(self.reader, headers, read)  # a preflight's too: never read as a request
+        except TimeoutError:
+            if read[1]:  # its body had begun: say how much came
+                await self._send(408, {"error": f"The frame stopped arriving ({read[0]} of {read[1]} bytes in "
+                                                f"{CONNECTION_TIMEOUT:g} s): post it again."}, origin, close=True)
+            return False  # idle, or stalled in its headers: closed
+        except Refused as refusal:
+            await self._send(refusal.status, {"error": str(refusal)}, origin, close=True)
+            return False
+        close = version == "HTTP/1.0" or headers.get("Connection", "").lower() == "close"
+        self.waiting_since = None
+        status, answer = await asyncio.get_running_loop().run_in_executor(
+            self.server.workers, respond, self.server.sessions, self.server.origins,
+            Request(method, target, headers, body))
+        await self._send(status, answer, origin, close)
+        return not close
+
+    async def _send(self, status: int, answer: dict | None, origin: str | None, close: bool) -> None:
+        self.writer.write(answer_bytes(status, answer, origin, self.server.origins, close))
+        await self.writer.drain()
 
 
 class LiveServer:
-    """The live endpoint on (host, port; 0: any free one), answering the page at `page_origins(host,
-    page_port)` on threads of its own until closed."""
+    """The live endpoint on (host, port; 0: any free one), answering the page at `page_origins(host, page_port)`
+    until closed.
+
+    One event-loop thread reads every connection's requests, each whole before a worker thread (of WORKERS)
+    answers it: a client that sends slowly, or nothing, costs a buffer and no thread, and is closed once its
+    request takes CONNECTION_TIMEOUT. At most `max_connections` are open; one more takes the place of the
+    connection that has waited longest for its request (idle, or stalled mid-request), and only when every one
+    is being answered is it told, readably, that the demo is busy.
+    """
 
     def __init__(self, sessions: LiveSessions, host: str, port: int, page_port: int,
                  max_connections: int = MAX_CONNECTIONS):
         self.sessions = sessions
-        self._server = BoundedHTTPServer((host, port), handler_class(sessions, page_origins(host, page_port)),
-                                         max_connections)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="live", daemon=True)
+        self.origins = page_origins(host, page_port)
+        self.max_connections = max_connections
+        self.workers = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="live-answer")
+        self._connections: set = set()
+        self._told_busy = 0  # connections being told the demo is busy
+        self._loop = asyncio.new_event_loop()
+        # Bound here, so that a port in use is an OSError of the constructor, as the demo reports it.
+        self._server = self._loop.run_until_complete(asyncio.start_server(
+            self._accept, host, port, limit=MAX_HEAD_BYTES, backlog=BACKLOG))
+        self.port = self._server.sockets[0].getsockname()[1]
+        # A daemon thread: a browser holding a keep-alive connection does not hold up the demo's exit.
+        self._thread = threading.Thread(target=self._loop.run_forever, name="live", daemon=True)
         self._thread.start()
 
+    async def _accept(self, reader, writer) -> None:
+        connection = Connection(self, reader, writer)
+        if len(self._connections) >= self.max_connections and not self._make_room():
+            if self._told_busy >= self.max_connections:  # a flood of connections: no answer is owed to each
+                connection.close()
+                return
+            self._told_busy += 1
+            try:
+                await self._busy(connection)
+            finally:
+                self._told_busy -= 1
+            return
+        self._connections.add(connection)
+        try:
+            await connection.serve()
+        finally:
+            self._connections.discard(connection)
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for its request; False when every one is being answered."""
+        waiting = [one for one in self._connections if one.waiting_since is not None]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda one: one.waiting_since)
+        self._connections.discard(oldest)
+        oldest.closed_by_server = True
+        oldest.close()
+        return True
+
+    async def _busy(self, connection: Connection) -> None:
+        """Tell a connection over the bound that the demo is busy, in an answer its page can read (with the CORS
+        header, so its Origin is read first), then close it without resetting it."""
+        origin = None
+        try:
+            async with asyncio.timeout(BUSY_READ_SECONDS):
+                head = await read_head(connection.reader)
+                origin = head[2].get("Origin") if head else None
+        except (TimeoutError, Refused, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        try:
+            await connection._send(503, {"error": BUSY_MESSAGE}, origin, close=True)
+            connection.writer.write_eof()
+            async with asyncio.timeout(BUSY_READ_SECONDS):  # what the client still sends (its body), read and
+                while await connection.reader.read(65536):  # dropped: closing with it unread would reset the
+                    pass                                    # connection before the client reads the answer
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            connection.close()
+
+    def log(self, line: str) -> None:
+        # One write: print's two (the text, then the newline) interleave between threads.
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        async def stop():
+            self._server.close()
+            for connection in list(self._connections):
+                connection.closed_by_server = True
+                connection.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self.workers.shutdown(wait=False, cancel_futures=True)
 
 
 def component_html(live_port: int, page_secret: str) -> str:

@@ -12,9 +12,11 @@ with the pinned pillow 13.0.0; Streamlit installs beside the pinned stack with `
 import concurrent.futures
 import ctypes
 import dataclasses
+import hashlib
 import os
 import re
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from asl_pipeline import drawing, teach
 from asl_pipeline.config import INPUTS_DIGEST, MY_HAND_DIR, ModelFiles
 from asl_pipeline.errors import PipelineError
 from asl_pipeline.evaluation import top_k
-from asl_pipeline.uploads import (MAX_UPLOAD_MB, STREAMLIT_UPLOAD_LIMIT_MB, UPLOAD_TYPES, BadUpload, read_photo,
+from asl_pipeline.uploads import (MAX_UPLOAD_MB, UPLOAD_TYPES, BadUpload, read_photo,
                                   reading)
 
 TOP_K = 5
@@ -63,6 +65,7 @@ class Taught:
 
     label: str
     saved: list  # [(upload name, Path, Prediction)]
+    duplicates: list = dataclasses.field(default_factory=list)  # [(upload name, name of the same photo saved)]
 
 
 class Stopping(Exception):
@@ -195,13 +198,20 @@ class Demo:
 
     def teach(self, photos: list, label: str) -> Taught | Rejection:
         """Save uploaded photos [(name, bytes)] of the sign `label` for training, all of them or none: a photo
-        the demo cannot read or in which it finds no hand is refused, with the reason, and then nothing is saved."""
+        the demo cannot read or in which it finds no hand is refused, with the reason, and then nothing is saved.
+        The same bytes twice (one photo picked twice) are saved once."""
         try:
             teach.check_label(label, self.classifier.classes)
             if not photos:
                 raise BadUpload("Nothing to save yet: pick a photo or take a snapshot first, then press Save.")
-            used, kept, problems = teach.folder_bytes(self.teach_dir), [], []
+            used, kept, problems, first_of = teach.folder_bytes(self.teach_dir), [], [], {}
+            duplicates = []  # [(name, the name of the same photo kept)]
             for name, data in photos:
+                digest = hashlib.sha256(data).digest()
+                if digest in first_of:
+                    duplicates.append((name, first_of[digest]))
+                    continue
+                first_of[digest] = name
                 try:
                     kept.append((name, *self._teachable(data)))
                 except BadUpload as problem:
@@ -209,9 +219,9 @@ class Demo:
                 # Checked as the photos come: a save far over the limit stops before reading the rest.
                 teach.check_room(self.teach_dir, used, sum(len(stored) for _, stored, _ in kept))
             if problems:
-                which = "" if len(photos) == 1 else (f" {len(problems)} of the {len(photos)} photos cannot be taught "
-                                                     "(remove them and press Save again).")
-                raise BadUpload(f"Nothing was saved:{which} " + " ".join(problems))
+                which = "" if len(first_of) == 1 else f" {len(problems)} of the {len(first_of)} photos cannot be taught."
+                raise BadUpload(f"Nothing was saved:{which} " + " ".join(problems) + " Pick the photos again "
+                                "without " + ("it" if len(problems) == 1 else "them") + " and press Save.")
             paths = teach.save([stored for _, stored, _ in kept], label, self.classifier.classes, self.teach_dir)
         except BadUpload as problem:
             return Rejection(str(problem))
@@ -219,7 +229,7 @@ class Demo:
             return Rejection(f"Nothing was saved: could not write in {self.teach_dir}/{label}/ "
                              f"({error.strerror or error}). Make that folder writable, or start the demo with "
                              "--teach-dir set to one that is.")
-        return Taught(label, [(name, path, read_as) for (name, _, read_as), path in zip(kept, paths)])
+        return Taught(label, [(name, path, read_as) for (name, _, read_as), path in zip(kept, paths)], duplicates)
 
     def _teachable(self, data: bytes) -> tuple:
         """(the bytes to save for an uploaded photo, how the model reads them); BadUpload for a photo that
@@ -293,17 +303,45 @@ def running_demo() -> Demo:
 
 
 def streamlit_options(host: str, port: int) -> dict:
+    from asl_pipeline.live import page_origins
+
+    every_address = host in ("0.0.0.0", "::", "")
     return {
         "server.address": host,
         "server.port": port,
         "server.headless": True,  # no browser opened on the server, no e-mail prompt
-        "server.maxUploadSize": STREAMLIT_UPLOAD_LIMIT_MB,  # for uploads and snapshots alike
+        "server.maxUploadSize": MAX_UPLOAD_MB,  # for uploads and snapshots alike
         "server.fileWatcherType": "none",
         "server.runOnSave": False,
+        # Streamlit's defaults, set here so that no config.toml turns them off: other sites' requests are refused
+        # (CORS), and an upload must carry the page's XSRF token.
+        "server.enableCORS": True,
+        "server.enableXsrfProtection": True,
+        # The host names the page may be opened by: a page elsewhere whose name resolves to this machine (DNS
+        # rebinding) is refused. With --host 0.0.0.0 any name reaches the page, as that option asks.
+        "server.allowedHosts": [] if every_address else sorted(
+            {urllib.parse.urlsplit(origin).hostname for origin in page_origins(host, port)}),
         "browser.gatherUsageStats": False,  # nothing leaves the machine
         "global.developmentMode": False,
         "client.toolbarMode": "minimal",
     }
+
+
+def only_the_page_opens_the_websocket(origins: set) -> bool:
+    """Make Streamlit's WebSocket, which carries the page's widgets and uploads' results, accept a cross-origin
+    page only at one of `origins` (as the live endpoint does); False where this Streamlit has no such check.
+
+    Streamlit (1.67) accepts a page at any port of localhost or of this machine's addresses, comparing host names
+    alone, and has no option for it: its check is replaced here, by name, in the pinned version.
+    """
+    try:
+        from streamlit.web.server.starlette import starlette_websocket
+    except ImportError:
+        return False
+    if not callable(getattr(starlette_websocket, "is_url_from_allowed_origins", None)):
+        return False
+    starlette_websocket.is_url_from_allowed_origins = lambda origin: origin in origins
+    return True
 
 
 def serve(model_file: Path, host: str, port: int, teach_dir: Path, live_port: int | None = None) -> None:
@@ -322,7 +360,7 @@ def serve(model_file: Path, host: str, port: int, teach_dir: Path, live_port: in
         raise PipelineError(f"the demo needs the packages in {DEMO_PACKAGES}: run `make demo`, or "
                             f"`.venv/bin/python -m pip install -r {DEMO_PACKAGES}`") from None
     from asl_pipeline.inference import load_classifier
-    from asl_pipeline.live import LiveServer, LiveSessions, PageSecrets, page_key
+    from asl_pipeline.live import LiveServer, LiveSessions, PageSecrets, page_key, page_origins
 
     started = time.monotonic()
     return_freed_memory()
@@ -344,6 +382,9 @@ def serve(model_file: Path, host: str, port: int, teach_dir: Path, live_port: in
           f"http://{host}:{port} (Ctrl-C stops it)", flush=True)
     options = streamlit_options(host, port)
     bootstrap.load_config_options(options)
+    if not only_the_page_opens_the_websocket(page_origins(host, port)):
+        print("serve: this Streamlit's WebSocket accepts pages at any port of this machine (see docs/demo-page.md)",
+              flush=True)
     try:
         bootstrap.run(__file__, False, [], options)
     finally:  # requests still arriving are told the demo is stopping, not an internal error
@@ -375,7 +416,7 @@ def render_try(st, demo: Demo) -> None:
     source = st.radio("Photo from", ("a file", "the webcam"), horizontal=True)
     if source == "a file":
         upload = st.file_uploader(f"Drop or pick a photo of one hand sign (at most {MAX_UPLOAD_MB} MB)",
-                                  type=UPLOAD_TYPES, max_upload_size=STREAMLIT_UPLOAD_LIMIT_MB)
+                                  type=UPLOAD_TYPES, max_upload_size=MAX_UPLOAD_MB)
     else:
         upload = st.camera_input("Take a snapshot of your hand sign")
     if upload is None:
@@ -401,33 +442,81 @@ def counts_line(counts: dict) -> str:
     return line + (f"  \nNo photo yet: {', '.join(missing)}" if missing else "  \nEvery letter has a photo.")
 
 
+@dataclasses.dataclass
+class TeachRecord:
+    """What teach mode keeps for one browser tab, as one object in its session state: its fields change without a
+    Streamlit call (writing to st.session_state is one, where a second click stops the page run)."""
+
+    saves: int = 0  # the picker's key: renewed once a save has taken its photos
+    outcome: Taught | Rejection | None = None  # of the last press of Save, shown until the next
+    had_photos: bool = False  # that press had photos to save
+    note: str | None = None  # said below the outcome: a press that found nothing new
+
+
 def render_teach(st, demo: Demo) -> None:
     st.markdown("Save photos of **your** hand signing each letter; the next training run learns from them.")
     label = st.selectbox("Letter you sign in the photo", demo.classifier.classes)
     source = st.radio("Photo from", ("files", "the webcam"), horizontal=True)
-    # A form, cleared once saved: the page runs again on every click, and a photo still sitting in the
-    # uploader must not be saved a second time. The labels do not name the letter: a widget whose label
-    # changes is a new widget, which would drop the photos picked before the letter.
-    with st.form("teach", clear_on_submit=True, border=False):
-        if source == "files":
-            uploads = st.file_uploader(f"Drop or pick photos of your hand signing that letter (at most "
-                                       f"{MAX_UPLOAD_MB} MB each)", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                       max_upload_size=STREAMLIT_UPLOAD_LIMIT_MB)
-        else:
-            snapshot = st.camera_input("Take a snapshot of your hand signing that letter")
-            uploads = [] if snapshot is None else [snapshot]
-        saving = st.form_submit_button(f"Save as {label}", type="primary")
-    if saving:
-        # One call that saves all the photos or none, its outcome kept in the session: a page run that
-        # another click interrupts (a letter picked while saving) neither loses photos nor the message.
+    record = st.session_state.setdefault("teach", TeachRecord())
+    # The photos picked since the last save, in a picker of that save's own (a new key once it saved): a photo
+    # saved leaves the page, so no later click can save it again. The labels do not name the letter: a widget
+    # whose label changes is a new widget, which would drop the photos picked before the letter.
+    picker = f"teach_photos_{record.saves}"
+    if source == "files":
+        uploads = st.file_uploader(f"Drop or pick photos of your hand signing that letter (at most "
+                                   f"{MAX_UPLOAD_MB} MB each)", type=UPLOAD_TYPES, accept_multiple_files=True,
+                                   max_upload_size=MAX_UPLOAD_MB, key=picker) or []
+    else:
+        snapshot = st.camera_input("Take a snapshot of your hand signing that letter", key=f"{picker}_webcam")
+        uploads = [] if snapshot is None else [snapshot]
+    if uploads:  # what a press of Save takes: a photo still uploading is not there yet
+        st.caption(f"{len(uploads)} photo{'s' if len(uploads) > 1 else ''} picked, not saved yet.")
+    if st.button(f"Save as {label}", type="primary"):
         with st.spinner("Reading and saving the photos..."):
-            st.session_state["taught"] = demo.teach([(upload.name, upload.getvalue()) for upload in uploads], label)
-    if "taught" in st.session_state:
-        show_taught(st, st.session_state["taught"])
+            save_once(demo, record, uploads, label, forget_uploads)
+        if f"teach_photos_{record.saves}" != picker:
+            st.rerun()  # this run drew the old picker, its photos given back: the page shows the new, empty one
+    if record.outcome is not None:
+        show_taught(st, record.outcome)
+    if record.note:
+        st.info(record.note)
     st.markdown(f"Photos saved in `{demo.teach_dir}/` per letter: {counts_line(demo.teach_counts())}")
     st.info(f"**Next:** run `dvc repro` in the project folder. Training reads `{demo.teach_dir}/<LETTER>/` "
             f"when the folder is listed in `data.extra_train` in params.yaml, which `{MY_HAND_DIR}` is by default. "
             "This page loads the retrained model by itself; no restart needed.")
+
+
+def save_once(demo: Demo, record: TeachRecord, uploads: list, label: str, forget) -> None:
+    """One press of "Save as <label>" with `uploads` in the picker, its outcome kept in the tab's `record`: the
+    photos saved all together or refused, then the picker renewed (record.saves) and their bytes given back
+    (`forget(uploads)`).
+
+    A second click, or one during the save, reruns the page at once, stopping this run at its next Streamlit
+    call: there is none in here (the record's fields are plain Python), so the save, its outcome and the new
+    picker land together. The rerun then finds the new, empty picker and keeps the first click's outcome, saying
+    that nothing new was picked; had the first run stopped before saving, the rerun finds the photos still
+    picked and saves them.
+    """
+    if not uploads and record.had_photos:
+        record.note = ("Nothing new to save: the photos saved above left the picker, so that each is saved once. "
+                       "Pick more photos (and wait for them to show as picked) to save more.")
+        return
+    record.outcome = demo.teach([(upload.name, upload.getvalue()) for upload in uploads], label)
+    record.had_photos, record.note = bool(uploads), None
+    if uploads:
+        record.saves += 1
+        forget(uploads)
+
+
+def forget_uploads(uploads: list) -> None:
+    """Drop the uploads from Streamlit's memory, which otherwise keeps every file a tab uploaded until that tab's
+    session ends (minutes after the tab closes): once saved or refused, a photo is never read again."""
+    from streamlit.runtime import get_instance
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    session = get_script_run_ctx().session_id
+    for upload in uploads:
+        get_instance().uploaded_file_mgr.remove_file(session, upload.file_id)
 
 
 def render_live(st, live_server) -> None:
@@ -456,6 +545,8 @@ def show_taught(st, answer: Taught | Rejection) -> None:
                    else f"teaching it this {answer.label} should help")
         lines.append(f"{as_text(name)}: saved as `{path}`. The current model reads it as **{best}** "
                      f"({probability:.0%}): {verdict}.")
+    for name, same in answer.duplicates:
+        lines.append(f"{as_text(name)} is the same photo as {as_text(same)}: saved once.")
     st.success("  \n".join(lines))
 
 

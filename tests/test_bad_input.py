@@ -196,6 +196,67 @@ def test_folder_named_like_an_image_is_unreadable(tmp_path):
     assert images.inspect(tmp_path / "folder.jpg")[2]
 
 
+def test_a_16_bit_grey_png_of_4096_pixels_or_more_is_read_scaled_down():
+    # Pillow reduces no 16-bit image: at twice the read side or more, it is scaled to 8 bits first.
+    values = np.tile(np.linspace(0, 65535, 4200).astype(np.uint16), (6, 1))
+    rgb = images.decode_rgb(png16(values), max_side=2048)
+    assert rgb.shape == (3, 2048, 3) and rgb.dtype == np.uint8
+    assert rgb[:, 0].max() <= 1 and rgb[:, -1].min() >= 254  # scaled, not clipped at 255 (which reads white)
+    np.testing.assert_array_equal(rgb[:, :, 0], rgb[:, :, 2])
+
+
+READ_SIDE = 256  # the read side of the budget tests: a 1024-pixel JPEG decodes at 1/4 scale
+
+
+def cheap_to_read(header) -> bool:
+    """Within a budget that a 1024 x 1024 image decoded at 1/4 scale passes and one decoded whole does not."""
+    return header.decode_bytes <= 1.5 * 1024 * 1024
+
+
+@pytest.mark.parametrize("fmt, mode, options, cheap", [
+    ("JPEG", "RGB", {}, True),  # decoded at 1/4 scale (draft)
+    ("JPEG", "CMYK", {}, True),  # so is a CMYK one, 4 bytes a pixel
+    ("JPEG", "RGB", {"progressive": True}, False),  # its coefficients are held whole, whatever the scale
+    ("PNG", "RGB", {}, False),  # decoded whole: PNG, TIFF, WebP, BMP, GIF have no reduced decoding
+    ("PNG", "RGBA", {}, False),
+    ("TIFF", "RGB", {}, False),
+    ("WEBP", "RGB", {}, False),
+    ("WEBP", "RGB", {"lossless": True}, False),
+    ("BMP", "RGB", {}, False),
+])
+def test_the_decode_cost_counts_pixels_bytes_per_pixel_and_reduced_decoding(fmt, mode, options, cheap):
+    data = encode(Image.fromarray(noise(3, (1024, 1024, 3))).convert(mode), fmt, **options)
+    header = images.read_header(data, "photo", READ_SIDE)
+    assert (header.kind, header.width, header.height) == (fmt, 1024, 1024)
+    assert cheap_to_read(header) == cheap
+
+
+def test_a_webp_header_is_read_without_making_its_decoder(monkeypatch):
+    # Pillow's WebP opener makes libwebp's decoder, which takes its canvases: an 87 KB flat 7000 x 7000 WebP took
+    # 750 MB before any check.
+    data = encode(Image.new("RGB", (7000, 7000), (10, 10, 10)), "WEBP", quality=50)
+    monkeypatch.setattr("PIL.WebPImagePlugin._webp.WebPAnimDecoder", lambda *args: pytest.fail("decoder made"))
+    header = images.read_header(data, "flat.webp", 2048)
+    assert (header.kind, header.width, header.height) == ("WEBP", 7000, 7000)
+    assert header.decode_bytes > 49_000_000 * 4 * 2  # the picture and libwebp's two canvases, at least
+
+
+@pytest.mark.parametrize("side, length", [(7000, 101), (1000, 2000)])
+def test_a_png_too_short_for_the_pixels_it_declares_is_refused_before_decoding(monkeypatch, side, length):
+    flat = encode(Image.new("RGB", (side, side), (10, 10, 10)), "PNG", optimize=True)
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
+    with pytest.raises(images.UnreadableImage, match=f"cut short: its {length:,} bytes cannot hold the {side} x {side}"):
+        images.read_header(flat[:length], "photo.png")
+
+
+@pytest.mark.parametrize("fmt, options", [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {}), ("WEBP", {}),
+                                          ("TIFF", {}), ("GIF", {}), ("BMP", {})])
+def test_a_truncated_file_of_every_format_is_refused(fmt, options):
+    data = encode(Image.fromarray(noise(4, (300, 400, 3))), fmt, **options)
+    with pytest.raises(images.UnreadableImage, match="not a readable image"):
+        images.decode_rgb(data[:len(data) // 2], "cut.img", max_side=2048)
+
+
 # ---------------------------------------------------------------- the split stage on a messy dataset
 
 CLASSES = ("A", "B")

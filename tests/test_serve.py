@@ -38,8 +38,8 @@ IMAGE_SIZE = 32
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = PROJECT / "docs" / "demo.png"
-TEACH_SCREENSHOT = PROJECT / "docs" / "teach.png"
+# ASL_SCREENSHOTS=docs: the browser tests serve the pipeline's own model and write demo.png and teach.png there.
+SCREENSHOTS = os.environ.get("ASL_SCREENSHOTS")
 TEACH_NAME = re.compile(r"teach_\d{8}T\d{6}Z_[0-9a-f]{8}\.jpg")
 
 needs_hand_model = pytest.mark.skipif(not (HAND_BUNDLE.is_file() and SAMPLES.is_dir()),
@@ -180,6 +180,18 @@ def test_a_photo_that_waits_too_long_for_a_slot_is_told_the_demo_is_busy(backbon
     assert isinstance(backbone_demo.classify(encoded(noise(20, 20))), serve.Prediction)
 
 
+def test_photos_decoded_at_once_share_one_decode_budget(backbone_demo, monkeypatch):
+    monkeypatch.setattr(uploads, "BUSY_SECONDS", 0.1)
+    photo = encoded(noise(200, 300))
+    cost = images.read_header(photo, "photo", uploads.READ_SIDE).decode_bytes
+    budget = uploads.DECODE_BUDGET_MB * 1024 * 1024
+    with uploads.work_slot(budget - cost + 1):  # a large photo being read: a free slot, not room for this one
+        answer = backbone_demo.classify(photo)
+        assert isinstance(answer, serve.Rejection) and "busy" in answer.message
+    with uploads.work_slot(budget - cost):  # room for it
+        assert isinstance(backbone_demo.classify(photo), serve.Prediction)
+
+
 def peak_rss_mib() -> float:
     return int(next(line for line in Path("/proc/self/status").read_text().splitlines()
                     if line.startswith("VmHWM:")).split()[1]) / 1024
@@ -200,6 +212,30 @@ def test_a_huge_flat_png_is_refused_from_its_header_without_decoding(tmp_path, m
     with pytest.raises(serve.BadUpload, match="12000 x 12000 pixels"):
         uploads.read_photo(data)
     assert peak_rss_mib() - before < 50  # decoding it peaks 1.6 GB higher here
+
+
+@pytest.mark.parametrize("kind, options", [("WEBP", {}), ("PNG", {})])
+def test_a_photo_over_the_decode_budget_is_refused_from_its_header(backbone_demo, monkeypatch, kind, options):
+    monkeypatch.setattr(uploads, "DECODE_BUDGET_MB", 1)
+    monkeypatch.setattr(images, "decode_rgb", lambda *args, **kwargs: pytest.fail("decoded a refused photo"))
+    answer = backbone_demo.classify(encoded(gradient(400, 400), kind))  # 0.16 megapixels, far within the limits
+    assert isinstance(answer, serve.Rejection)
+    assert f"400 x 400 {kind}: reading it would take" in answer.message and "up to 1 MB" in answer.message
+    assert "Save it as a JPEG" in answer.message
+
+
+@pytest.mark.parametrize("kind", ["flat WebP", "PNG cut short"])
+def test_the_issues_small_files_of_49_megapixels_are_refused_before_decoding(monkeypatch, kind):
+    # An 87 KB flat 7000 x 7000 WebP took 750 MB (Pillow's opener makes libwebp's decoder and its canvases); a
+    # 101-byte PNG declaring 7000 x 7000 was decoded until it ran out.
+    if kind == "flat WebP":
+        data = encoded(np.full((7000, 7000, 3), 10, np.uint8), "WEBP")
+    else:
+        data = encoded(np.full((7000, 7000, 3), 10, np.uint8), "PNG")[:101]
+    monkeypatch.setattr("PIL.WebPImagePlugin._webp.WebPAnimDecoder", lambda *args: pytest.fail("WebP decoder made"))
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
+    with pytest.raises(serve.BadUpload, match="7000 x 7000"):
+        uploads.read_photo(data)
 
 
 def test_eight_simultaneous_requests_share_one_model_one_call_at_a_time(backbone_demo, monkeypatch):
@@ -331,10 +367,60 @@ def test_several_photos_are_saved_all_or_none(teach_demo):
     assert isinstance(answer, serve.Rejection)
     assert "Nothing was saved" in answer.message and "1 of the 4 photos" in answer.message
     assert "broken.jpg" in answer.message and "good0" not in answer.message
+    assert "Pick the photos again without it and press Save" in answer.message  # the page's picker is emptied
     assert files_under(teach_demo.teach_dir.parent) == []
     answer = teach_demo.teach(good, "A")
     assert [name for name, _, _ in answer.saved] == [name for name, _ in good]
     assert len(files_under(teach_demo.teach_dir)) == 3 and teach_demo.teach_counts()["A"] == 3
+
+
+def test_the_same_photo_twice_in_one_save_is_saved_once(teach_demo):
+    photo = encoded(gradient(30, 40))
+    answer = teach_demo.teach([("mine.png", photo), ("other.png", encoded(gradient(31, 40))), ("mine (1).png", photo)],
+                              "C")
+    assert [name for name, _, _ in answer.saved] == ["mine.png", "other.png"]
+    assert answer.duplicates == [("mine (1).png", "mine.png")]
+    assert len(files_under(teach_demo.teach_dir)) == 2
+
+
+class Upload:
+    """What the page's picker hands over for one photo: a name, an id, the bytes."""
+
+    def __init__(self, name: str, data: bytes):
+        self.name, self.file_id, self.data = name, f"id-{name}", data
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def test_save_once_saves_a_photo_once_however_often_save_is_pressed(teach_demo):
+    record, given_back = serve.TeachRecord(), []
+    picked = [Upload("a.png", encoded(gradient(20, 20)))]
+    serve.save_once(teach_demo, record, picked, "A", given_back.extend)
+    assert isinstance(record.outcome, serve.Taught) and record.saves == 1 and given_back == picked
+    # The second click of a double click: its rerun draws the new, empty picker.
+    serve.save_once(teach_demo, record, [], "A", given_back.extend)
+    assert "Nothing new to save" in record.note and isinstance(record.outcome, serve.Taught)
+    assert len(files_under(teach_demo.teach_dir)) == 1 and record.saves == 1
+    # Refused photos are given back too, and the message says to pick the others again.
+    refused = [Upload("b.png", encoded(gradient(20, 21))), Upload("notes.jpg", b"not a photo")]
+    serve.save_once(teach_demo, record, refused, "A", given_back.extend)
+    assert isinstance(record.outcome, serve.Rejection) and "Pick the photos again without it" in record.outcome.message
+    assert given_back == picked + refused and record.saves == 2 and record.note is None
+
+
+def test_nothing_to_save_on_a_first_press_says_so(teach_demo):
+    record = serve.TeachRecord()
+    serve.save_once(teach_demo, record, [], "A", lambda uploads: pytest.fail("nothing to give back"))
+    assert "Nothing to save yet" in record.outcome.message
+
+
+def test_streamlit_takes_uploads_up_to_the_pages_own_limit_and_keeps_its_protections():
+    options = serve.streamlit_options("127.0.0.1", 8501)
+    assert options["server.maxUploadSize"] == serve.MAX_UPLOAD_MB  # the uploader says what the page says
+    assert options["server.enableCORS"] and options["server.enableXsrfProtection"]
+    assert options["server.allowedHosts"] == ["127.0.0.1", "::1", "localhost"]
+    assert serve.streamlit_options("0.0.0.0", 8501)["server.allowedHosts"] == []
 
 
 def test_nothing_to_save_says_so(teach_demo):
@@ -580,13 +666,19 @@ def serving(model_file: Path | None, teach_dir: Path, port: int | None = None, l
 def running_server(hands_model, tmp_path):
     """(URL, model file, teach folder) of the demo serving the tiny hands model.
 
-    For the README screenshot (ASL_DEMO_SCREENSHOT=1) it serves the pipeline's own model, the default: the
-    variant params.yaml's serve.model names.
+    For the screenshots (ASL_SCREENSHOTS) it serves the pipeline's own model, the default: the variant
+    params.yaml's serve.model names.
     """
     teach_dir = tmp_path / "my-hand"
-    screenshot = os.environ.get("ASL_DEMO_SCREENSHOT") == "1"
-    with serving(None if screenshot else hands_model, teach_dir) as url:
-        yield url, cli.served_model_file(PROJECT) if screenshot else hands_model, teach_dir
+    with serving(None if SCREENSHOTS else hands_model, teach_dir) as url:
+        yield url, cli.served_model_file(PROJECT) if SCREENSHOTS else hands_model, teach_dir
+
+
+def screenshot(page, name: str) -> None:
+    """The page as `name` in the ASL_SCREENSHOTS folder, when one is named."""
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
 
 
 @pytest.fixture
@@ -628,11 +720,10 @@ def test_page_in_a_real_browser(browser_api, running_server, tmp_path):
                 image = page.get_by_role("img", name=caption)
                 browser_api.expect(image).to_be_visible()
                 assert image.evaluate("element => element.complete && element.naturalWidth > 0")
-            if os.environ.get("ASL_DEMO_SCREENSHOT") == "1":
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+            screenshot(page, "demo.png")
             for bad_file, words in ((not_an_image, "not an image the demo can read"),
-                                    (too_big, f"up to {serve.MAX_UPLOAD_MB} MB")):
+                                    # Streamlit's uploader refuses it in the browser, at the limit the page names
+                                    (too_big, f"File must be {serve.MAX_UPLOAD_MB:.1f}MB or smaller")):
                 page.locator("input[type=file]").set_input_files(str(bad_file))
                 browser_api.expect(page.get_by_role("alert").filter(has_text=words)).to_be_visible(timeout=30_000)
                 browser_api.expect(letter).to_have_count(0)
@@ -640,12 +731,12 @@ def test_page_in_a_real_browser(browser_api, running_server, tmp_path):
             browser.close()
 
 
-@pytest.mark.slow
-@needs_hand_model
-def test_teach_mode_in_a_real_browser(browser_api, running_server):
-    url, model_file, teach_dir = running_server
-    letter = json.loads(ModelFiles(model_file).labels.read_text(encoding="utf-8"))[1]
-    photo = SAMPLES / f"{letter}_test.jpg"
+@contextlib.contextmanager
+def teach_page(browser_api, running_server, index: int):
+    """(page, its "Save as <letter>" button, the letter, its sample photo): the running demo in headless Chromium,
+    in teach mode, with the model's class at `index` picked."""
+    url, model_file, _ = running_server
+    letter = json.loads(ModelFiles(model_file).labels.read_text(encoding="utf-8"))[index]
     with browser_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -656,47 +747,115 @@ def test_teach_mode_in_a_real_browser(browser_api, running_server):
             page.get_by_role("option", name=letter, exact=True).click()
             save = page.get_by_role("button", name=f"Save as {letter}")
             save.wait_for()  # the page has run again with the letter
-            page.locator("input[type=file]").set_input_files(str(photo))
-            browser_api.expect(page.get_by_text(photo.name)).to_be_visible(timeout=30_000)  # uploaded
-            save.click()
-            done = page.get_by_role("status").filter(has_text="The current model reads it as")
-            browser_api.expect(done).to_be_visible(timeout=60_000)
-            browser_api.expect(done).to_contain_text(f"Saved 1 photo as {letter}.")
-            saved = files_under(teach_dir)
-            assert len(saved) == 1 and saved[0].parent == teach_dir / letter and TEACH_NAME.fullmatch(saved[0].name)
-            with Image.open(saved[0]) as jpeg:
-                assert jpeg.format == "JPEG"
-            assert images.load_rgb(saved[0]).shape == images.load_rgb(photo).shape
-            browser_api.expect(done).to_contain_text(str(saved[0]))
-            counts = page.get_by_test_id("stMarkdown").filter(has_text="per letter")
-            browser_api.expect(counts).to_contain_text(f"{letter} 1")
-            browser_api.expect(page.get_by_text("dvc repro", exact=False).first).to_be_visible()
-            if os.environ.get("ASL_TEACH_SCREENSHOT") == "1":
-                # Streamlit scrolls inside its own frame, so full_page stops at the window: make it tall enough.
-                page.set_viewport_size({"width": 1280, "height": 1050})
-                TEACH_SCREENSHOT.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(TEACH_SCREENSHOT), full_page=True)
-            # The form is cleared once saved: another page run (a new letter picked) saves nothing again.
-            page.get_by_test_id("stSelectbox").click()
-            page.get_by_role("option", name=letter, exact=True).click()
-            browser_api.expect(counts).to_contain_text(f"{letter} 1")
-            assert len(files_under(teach_dir)) == 1
-            # A file name is shown as text: one written as a Markdown image is not fetched by the browser.
-            tracker = "![t](http://127.0.0.1:9/track.png).jpg"
-            fetched = []
-            page.on("request", lambda request: fetched.append(request.url) if "track.png" in request.url else None)
-            page.locator("input[type=file]").set_input_files(
-                [{"name": tracker, "mimeType": "image/jpeg", "buffer": b"not a photo"},
-                 {"name": photo.name, "mimeType": "image/jpeg", "buffer": photo.read_bytes()}])
-            browser_api.expect(page.get_by_text("not a photo", exact=False)).to_have_count(0)
-            # Both uploaded before Save (on a busy machine a click can come first, and nothing is there to save).
-            browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(2, timeout=30_000)
-            page.wait_for_load_state("networkidle")  # their uploads to the server done, not only their chips drawn
-            page.get_by_role("button", name=f"Save as {letter}").click()
-            refused = page.get_by_role("alert").filter(has_text="Nothing was saved")
-            browser_api.expect(refused).to_contain_text(f"{tracker}: This file is not an image", timeout=60_000)
-            browser_api.expect(refused).to_contain_text("1 of the 2 photos")
-            assert fetched == [] and refused.locator("img").count() == 0
-            assert len(files_under(teach_dir)) == 1  # all or nothing: the good photo beside it was not saved
+            yield page, save, letter, SAMPLES / f"{letter}_test.jpg"
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+@needs_hand_model
+def test_teach_mode_in_a_real_browser(browser_api, running_server):
+    with teach_page(browser_api, running_server, 1) as (page, save, letter, photo):
+        teach_dir = running_server[2]
+        page.locator("input[type=file]").set_input_files(str(photo))
+        browser_api.expect(page.get_by_text("1 photo picked, not saved yet.")).to_be_visible(timeout=30_000)
+        save.click()
+        done = page.get_by_role("status").filter(has_text="The current model reads it as")
+        browser_api.expect(done).to_be_visible(timeout=60_000)
+        browser_api.expect(done).to_contain_text(f"Saved 1 photo as {letter}.")
+        saved = files_under(teach_dir)
+        assert len(saved) == 1 and saved[0].parent == teach_dir / letter and TEACH_NAME.fullmatch(saved[0].name)
+        with Image.open(saved[0]) as jpeg:
+            assert jpeg.format == "JPEG"
+        assert images.load_rgb(saved[0]).shape == images.load_rgb(photo).shape
+        browser_api.expect(done).to_contain_text(str(saved[0]))
+        counts = page.get_by_test_id("stMarkdown").filter(has_text="per letter")
+        browser_api.expect(counts).to_contain_text(f"{letter} 1")
+        browser_api.expect(page.get_by_text("dvc repro", exact=False).first).to_be_visible()
+        if SCREENSHOTS:
+            # Streamlit scrolls inside its own frame, so full_page stops at the window: make it tall enough.
+            page.set_viewport_size({"width": 1280, "height": 1050})
+            screenshot(page, "teach.png")
+        # The form is cleared once saved: another page run (a new letter picked) saves nothing again.
+        page.get_by_test_id("stSelectbox").click()
+        page.get_by_role("option", name=letter, exact=True).click()
+        browser_api.expect(counts).to_contain_text(f"{letter} 1")
+        assert len(files_under(teach_dir)) == 1
+        # A file name is shown as text: one written as a Markdown image is not fetched by the browser.
+        tracker = "![t](http://127.0.0.1:9/track.png).jpg"
+        fetched = []
+        page.on("request", lambda request: fetched.append(request.url) if "track.png" in request.url else None)
+        page.locator("input[type=file]").set_input_files(
+            [{"name": tracker, "mimeType": "image/jpeg", "buffer": b"not a photo"},
+             {"name": photo.name, "mimeType": "image/jpeg", "buffer": photo.read_bytes()}])
+        browser_api.expect(page.get_by_text("not a photo", exact=False)).to_have_count(0)
+        # Both uploaded before Save, and the page has run with them (a click can come first on a busy machine).
+        browser_api.expect(page.get_by_text("2 photos picked, not saved yet.")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name=f"Save as {letter}").click()
+        refused = page.get_by_role("alert").filter(has_text="Nothing was saved")
+        browser_api.expect(refused).to_contain_text(f"{tracker}: This file is not an image", timeout=60_000)
+        browser_api.expect(refused).to_contain_text("1 of the 2 photos")
+        browser_api.expect(refused).to_contain_text("Pick the photos again without it")
+        assert fetched == [] and refused.locator("img").count() == 0
+        assert len(files_under(teach_dir)) == 1  # all or nothing: the good photo beside it was not saved
+        # As the message says, the picker is empty again: the refused photos are no longer held.
+        browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(0)
+
+
+def wait_for_new_files(folder: Path, before: set, seconds: float) -> list:
+    """The files in `folder` not in `before`, once there is one (or none after `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        new = sorted(set(files_under(folder)) - before)
+        if new:
+            return new
+        time.sleep(0.1)
+    return []
+
+
+@pytest.mark.slow
+@needs_hand_model
+def test_a_double_click_on_save_saves_the_photo_once_and_says_so(browser_api, running_server):
+    """Ten times over, a photo picked and Save pressed twice: as a double click, and as two clicks 150 ms apart."""
+    with teach_page(browser_api, running_server, 0) as (page, save, letter, photo):
+        teach_dir = running_server[2]
+        outcome = page.get_by_role("status").filter(has_text=re.compile("^Saved"))
+        for attempt in range(10):
+            before = set(files_under(teach_dir))
+            assert len(before) == attempt  # the clicks before saved one photo each, and no more
+            page.locator("input[type=file]").set_input_files(str(photo))
+            # Uploaded, and the page has run with it: not only its chip drawn.
+            browser_api.expect(page.get_by_text("1 photo picked, not saved yet.")).to_be_visible(timeout=30_000)
+            if attempt % 2:
+                save.click()
+                page.wait_for_timeout(150)
+                save.click()
+            else:
+                save.dblclick()
+            browser_api.expect(page.get_by_test_id("stFileChipName")).to_have_count(0, timeout=60_000)
+            new = wait_for_new_files(teach_dir, before, 60)
+            assert len(new) == 1, f"attempt {attempt + 1}: {len(new)} photos saved"
+            browser_api.expect(outcome).to_contain_text(f"Saved 1 photo as {letter}.")
+            browser_api.expect(outcome).to_contain_text(str(new[0]))
+            browser_api.expect(page.get_by_text("Nothing to save yet")).to_have_count(0)
+        page.wait_for_timeout(2000)  # a late second save of the last photo would land by now
+        assert len(files_under(teach_dir)) == 10
+
+
+def websocket_handshake(port: int, origin: str) -> bytes:
+    """The status line Streamlit's WebSocket answers a page at `origin` opening it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        client.sendall(f"GET /_stcore/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n".encode())
+        return client.recv(4096).split(b"\r\n")[0]
+
+
+@pytest.mark.slow
+@needs_hand_model
+def test_streamlits_websocket_accepts_only_the_pages_own_origin(running_server):
+    url, _, _ = running_server
+    port = int(url.rsplit(":", 1)[1])
+    assert b" 101 " in websocket_handshake(port, url)  # the page itself
+    for origin in (f"http://127.0.0.1:{free_port()}", f"http://localhost:{free_port()}", "http://evil.example"):
+        assert b" 101 " not in websocket_handshake(port, origin), origin

@@ -141,7 +141,6 @@ def test_a_clone_without_shared_runs_dvc_repro_on_a_local_kaggle_zip(tmp_path):
     params["split"].update(classes=["A", "B", "C"])
     params["model"].update(weights="none", image_size=32)
     params["train"].update(epochs=2, patience=2, landmark_copies=0)
-    params["variants"]["reader"]["train"]["landmark_copies"] = 0
     params["explain"].update(per_class=1, max_misclassified=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)  # a clone: a git repository with the project committed
@@ -151,11 +150,13 @@ def test_a_clone_without_shared_runs_dvc_repro_on_a_local_kaggle_zip(tmp_path):
     # As committed, DVC stops at the first folder this clone lacks, naming it.
     assert "asl-signers" in run(["dvc", "repro", "extra_train@signers"], root, expect_success=False)
     dropped = run([sys.executable, "-m", "asl_pipeline", "drop-absent"], root)
-    assert dropped.count("is not on this machine") == 3, dropped
+    assert dropped.count("is not on this machine") == 4, dropped  # two training folders, two dev sets
     run(["dvc", "repro"], root)
     accuracy = json.loads((root / "metrics" / "accuracy.json").read_text())
     for variant in ("reader", "resnet50"):
-        assert list(accuracy[variant]) == ["test", "signers_left_out", "kaggle_test"], accuracy
+        assert list(accuracy[variant]) == ["test", "signers_left_out", "signers_left_out_se", "worst_signer",
+                                           "kaggle_test"], accuracy
+        assert accuracy[variant]["signers_left_out"] is None  # the Kaggle signer alone: no one to leave out
         assert (root / "models" / variant / "model.keras").is_file()
     assert json.loads((root / "metrics" / "download.json").read_text())["train_images"] == 36
     assert "up to date" in run(["dvc", "status"], root)

@@ -53,8 +53,8 @@ def signer_folds(train_signers: np.ndarray, folds: int) -> list:
     if len(names) < 2:
         return []
     splitter = GroupKFold(n_splits=min(folds, len(names)))
-    return [[name for name in names if name in set(train_signers[held].tolist())]
-            for _, held in splitter.split(train_signers, groups=train_signers)]
+    held_out = [set(train_signers[held].tolist()) for _, held in splitter.split(train_signers, groups=train_signers)]
+    return [[name for name in names if name in fold] for fold in held_out]
 
 
 def grouped_signer_scores(splits: dict, classes, spec, params: TrainParams, folds: int) -> dict:

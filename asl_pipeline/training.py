@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from asl_pipeline import backbones, model
-from asl_pipeline.config import DATASET_ORIGIN, INPUTS_DIGEST, ModelFiles, Params, TrainParams
+from asl_pipeline.config import DATASET_ORIGIN, INPUTS_DIGEST, Params, TrainParams
 from asl_pipeline.errors import PipelineError
 
 
@@ -54,8 +54,9 @@ class LiveLogger(keras.callbacks.Callback):
 # The `train` params a head does not read. DVC's foreach declares the `train` section for every variant's train
 # stage, so `dvc exp run -S train.epochs=30` re-runs the kernel variant's train too; its inputs digest leaves out
 # these params, finds nothing it reads changed, and keeps the model, so nothing after it re-runs.
-_EPOCH_PARAMS = ("epochs", "batch_size", "learning_rate", "hidden_units", "dropout", "patience", "fine_tune_epochs",
-                 "fine_tune_from", "fine_tune_learning_rate", "distribute")
+FINE_TUNE_PARAMS = ("fine_tune_epochs", "fine_tune_from", "fine_tune_learning_rate")
+_EPOCH_PARAMS = ("epochs", "batch_size", "learning_rate", "hidden_units", "dropout", "patience", *FINE_TUNE_PARAMS,
+                 "distribute")
 UNREAD_BY_HEAD = {
     "kernel": ("svm_c", *_EPOCH_PARAMS),
     "svm": ("kernel_components", "kernel_alpha", *_EPOCH_PARAMS),
@@ -63,15 +64,13 @@ UNREAD_BY_HEAD = {
 }
 
 
-def inputs_digest(params: Params, features_dir: Path, code_files, also=None) -> str | None:
-    """sha256 of everything a train run reads: the train params its head reads, the classes, the cached
-    features, the code and `also` (JSON: what else the caller reads). None when fine-tuning, which also
-    reads the photos: then it always trains."""
-    if params.train.fine_tune_epochs:
-        return None
+def inputs_digest(params: Params, features_dir: Path, code_files, also=None, unread=()) -> str:
+    """sha256 of everything a head fit reads: the train params its head reads (less `unread`, those the caller
+    does not read either), the classes, the cached features, the code and `also` (JSON: what else the caller
+    reads). Photos are not in it: a caller that fine-tunes (reads photos) must not keep its outputs by it."""
     read = dataclasses.asdict(params.train)
-    for key in UNREAD_BY_HEAD[params.train.head]:
-        del read[key]
+    for key in {*UNREAD_BY_HEAD[params.train.head], *unread}:
+        read.pop(key)
     digest = hashlib.sha256(json.dumps([read, list(params.split.classes), also], sort_keys=True).encode())
     for path in sorted(Path(features_dir).iterdir()) + sorted(map(Path, code_files)):
         digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
@@ -79,12 +78,13 @@ def inputs_digest(params: Params, features_dir: Path, code_files, also=None) -> 
     return digest.hexdigest()
 
 
-def model_is_current(files: ModelFiles, digest: str | None, other_outputs) -> bool:
-    """True when the model beside files.run was trained from inputs with this digest and every output exists."""
-    if digest is None or not all(Path(p).exists() for p in (files.model, files.labels, files.spec, *other_outputs)):
+def digest_is_current(record: Path, digest: str, outputs) -> bool:
+    """True when the JSON file `record` holds this inputs digest and every one of `outputs` exists: a stage
+    that finds its inputs unchanged keeps what it wrote."""
+    if not all(Path(p).exists() for p in outputs):
         return False
     try:
-        return json.loads(files.run.read_text(encoding="utf-8")).get(INPUTS_DIGEST) == digest
+        return json.loads(Path(record).read_text(encoding="utf-8")).get(INPUTS_DIGEST) == digest
     except (OSError, ValueError):
         return False
 

@@ -2,8 +2,6 @@
 by the variant's head trained without their fold of signers (asl_pipeline/signers.py). Writes the per-signer
 details (metrics/variants/VARIANT/signers.json, not a DVC metric: compare puts the mean, its standard error and
 the worst signer in metrics/accuracy.json) and the per-signer plot (plots/variants/VARIANT/signers.csv)."""
-import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,31 +13,24 @@ from asl_pipeline.errors import exit_on_pipeline_error
 from asl_pipeline.featurizers import FeatureSpec
 
 
-def _unchanged(details: Path, plot: Path, digest: str) -> bool:
-    try:
-        return plot.is_file() and json.loads(details.read_text(encoding="utf-8")).get(INPUTS_DIGEST) == digest
-    except (OSError, ValueError):
-        return False
-
-
 @exit_on_pipeline_error
 def main():
     paths, name, params, variant = variant_stage(sys.argv)
     details, plot = variant.metrics / "signers.json", variant.plots / "signers.csv"
     folds = params.evaluate.signer_folds
-    # The folds fit heads on features alone: fine-tuning params change nothing here, and a digest with them
-    # would be None (train always refits a fine-tuned model, which reads the photos).
-    head_params = dataclasses.replace(params, train=dataclasses.replace(params.train, fine_tune_epochs=0))
+    # The folds fit heads on features alone: the digest covers all they read, fine-tuning params excepted.
+    # `dvc exp run -S train.epochs=30` re-runs this stage for the reader, which keeps its folds.
     code = [*Path(training.__file__).parent.glob("*.py"), Path(__file__)]
-    digest = training.inputs_digest(head_params, variant.features, code, also={"signer_folds": folds})
-    if _unchanged(details, plot, digest):  # `dvc exp run -S train.epochs=30` re-runs this stage for the reader
+    digest = training.inputs_digest(params, variant.features, code, also={"signer_folds": folds},
+                                    unread=training.FINE_TUNE_PARAMS)
+    if training.digest_is_current(details, digest, [details, plot]):
         print(f"signers {name}: nothing the {params.train.head} head's folds read has changed; {details} kept")
         return
     spec = FeatureSpec.from_dict(read_json(variant.features / "meta.json", f"featurize@{name}")["spec"])
     training.seed_everything(params.train.seed)
     splits = {split: features.load_features(variant.features_file(split), spec) for split in SPLITS}
     started = time.perf_counter()
-    scores = signers.grouped_signer_scores(splits, params.split.classes, spec, head_params.train, folds)
+    scores = signers.grouped_signer_scores(splits, params.split.classes, spec, params.train, folds)
     rows = [(signer, row["accuracy"], row["n"], row["fold"]) for signer, row in scores["signers"].items()]
     with atomic_files(details, plot) as (details_tmp, plot_tmp):
         write_json(details_tmp, scores | {INPUTS_DIGEST: digest})

@@ -28,8 +28,11 @@ def main():
     # Before any loading: a head whose inputs have not changed keeps its model.
     outputs = (variant.plots / "learning_curves.png", variant.metrics / "train.json")
     code = [*Path(training.__file__).parent.glob("*.py"), Path(__file__)]
-    digest = training.inputs_digest(params, variant.features, code)
-    if training.model_is_current(variant.model_files, digest, [*outputs, variant.plots / "train"]):
+    # Fine-tuning reads the photos, which the digest leaves out: a fine-tuned model is always trained again.
+    digest = None if t.fine_tune_epochs else training.inputs_digest(params, variant.features, code)
+    files = variant.model_files
+    if digest and training.digest_is_current(files.run, digest, [files.model, files.labels, files.spec, *outputs,
+                                                                 variant.plots / "train"]):
         print(f"train {name}: nothing this variant's {t.head} head reads has changed; {variant.model_dir} kept")
         return
     strategy = training.distribution_strategy(t.distribute)

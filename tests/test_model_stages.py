@@ -779,3 +779,28 @@ def test_signers_stage_writes_details_and_a_plot_and_refits_only_when_what_it_re
     result = project.run("signers", name)
     assert result.returncode == 0 and "6 signers in 2 folds" in result.stdout, result.stdout
     assert json.loads((variant.metrics / "signers.json").read_text())["folds"] == 2
+
+
+def test_signers_stage_keeps_the_folds_of_a_dense_head_when_only_fine_tuning_changes(stage_project):
+    """The folds fit heads on features: fine-tuning (the train stage's, on photos) is nothing they read."""
+    from asl_pipeline.config import Paths, load_params
+    from asl_pipeline.featurizers import FeatureSpec
+
+    project, name = stage_project, "dense"
+    project.set(variants={name: {"model": {"featurizers": ["hand_landmarks"]}, "train": {"head": "mlp"}}},
+                serve={"model": name}, split={"classes": CLASSES}, hands={"features": ["angles"]},
+                evaluate={"signer_folds": 2}, train={"epochs": 3, "patience": 1})
+    spec = FeatureSpec.from_params(load_params(project.root / "params.yaml").variant(name))
+    write_signer_features(project, name, spec)
+    details = Paths(project.root).variant(name).metrics / "signers.json"
+    assert project.run("signers", name).returncode == 0
+    before = details.read_bytes()
+
+    project.set(train={"fine_tune_from": "conv4_block1_1_conv", "fine_tune_learning_rate": 0.001})
+    result = project.run("signers", name)
+    assert result.returncode == 0 and "nothing the mlp head's folds read has changed" in result.stdout, result.stdout
+    assert details.read_bytes() == before
+
+    project.set(train={"hidden_units": 8})  # what the dense head reads: refits
+    result = project.run("signers", name)
+    assert result.returncode == 0 and "2 folds" in result.stdout, result.stdout

@@ -19,7 +19,6 @@ Keys:
 Run alone: python benchmarks/run.py --only growth
 """
 import dataclasses
-import re
 import time
 
 import numpy as np
@@ -36,7 +35,6 @@ KEYS = ("growth_head", *(f"growth_rows_{k}x" for k in SCALES),
 ABOUT = {"growth_train_exponent": "the reader's head on its cached train split grown 1x, 2x, 4x (new signers for "
                                   "the extra signers' copies, more Kaggle frames for Kaggle's), slope of "
                                   "log(seconds) on log(rows)"}
-_SIGNER = re.compile(r"^([A-Za-z]+\d+)_")
 
 
 def grown(arrays: dict, copies: int, hand_key: str, seed: int = 0) -> dict:
@@ -49,10 +47,18 @@ def grown(arrays: dict, copies: int, hand_key: str, seed: int = 0) -> dict:
         copy = dict(arrays)
         copy[hand_key] = (arrays[hand_key] + rng.normal(0, 1, arrays[hand_key].shape) * JITTER * spread
                           ).astype(arrays[hand_key].dtype)
-        copy["paths"] = np.array([re.sub(r"[^/]+$", lambda name: _SIGNER.sub(rf"\g<1>{k:02d}_", name[0]), path)
-                                  for path in arrays["paths"]])
+        copy["paths"] = np.array([as_new_signer(str(path), k) for path in arrays["paths"]])
         parts.append(copy)
     return {key: np.concatenate([part[key] for part in parts]) for key in arrays}
+
+
+def as_new_signer(path: str, k: int) -> str:
+    """The path of copy k of a row: .../cam07_A_0033.jpg -> .../cam0701_A_0033.jpg; a Kaggle frame's unchanged."""
+    from asl_pipeline.signers import signer_in_name  # here: run.py starts without TensorFlow
+
+    name = path.rsplit("/", 1)[-1]
+    signer = signer_in_name(path)
+    return path if signer is None else path[:len(path) - len(name)] + f"{signer}{k:02d}" + name[len(signer):]
 
 
 def exponent(rows, seconds) -> float:

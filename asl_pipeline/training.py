@@ -64,15 +64,17 @@ UNREAD_BY_HEAD = {
 }
 
 
-def inputs_digest(params: Params, features_dir: Path, code_files, also=None, unread=()) -> str:
+def inputs_digest(params: Params, features_dir: Path, stage_file, also=None, unread=()) -> str:
     """sha256 of everything a head fit reads: the train params its head reads (less `unread`, those the caller
-    does not read either), the classes, the cached features, the code and `also` (JSON: what else the caller
-    reads). Photos are not in it: a caller that fine-tunes (reads photos) must not keep its outputs by it."""
+    does not read either), the classes, the cached features, the code (this package and the stage's script,
+    `stage_file`) and `also` (JSON: what else the caller reads). Photos are not in it: a caller that fine-tunes
+    (reads photos) must not keep its outputs by it."""
     read = dataclasses.asdict(params.train)
     for key in {*UNREAD_BY_HEAD[params.train.head], *unread}:
         read.pop(key)
     digest = hashlib.sha256(json.dumps([read, list(params.split.classes), also], sort_keys=True).encode())
-    for path in sorted(Path(features_dir).iterdir()) + sorted(map(Path, code_files)):
+    code = [*Path(__file__).parent.glob("*.py"), Path(stage_file)]
+    for path in sorted(Path(features_dir).iterdir()) + sorted(code):
         digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

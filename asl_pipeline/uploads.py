@@ -121,6 +121,11 @@ def read_photo(data: bytes, limits: Limits | None = None) -> np.ndarray:
     """The uploaded bytes as an RGB uint8 photo of at most READ_SIDE a side, or BadUpload saying what is wrong
     with them."""
     check_size(data, limits or PHOTO)
+    return _decoded(data)
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    """Bytes check_size passed, decoded at most READ_SIDE a side."""
     try:
         return images.decode_rgb(data, "upload", max_side=READ_SIDE)
     except images.UnreadableImage as error:
@@ -134,4 +139,4 @@ def reading(data: bytes, limits: Limits | None = None):
     over the limits are refused at once, from the header, without waiting; Busy when no slot or share frees up."""
     decode_bytes = check_size(data, limits or PHOTO)
     with work_slot(decode_bytes):
-        yield read_photo(data, limits)
+        yield _decoded(data)  # checked above: its header is not read again on the live path

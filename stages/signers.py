@@ -4,7 +4,6 @@ details (metrics/variants/VARIANT/signers.json, not a DVC metric: compare puts t
 the worst signer in metrics/accuracy.json) and the per-signer plot (plots/variants/VARIANT/signers.csv)."""
 import sys
 import time
-from pathlib import Path
 
 from asl_pipeline import dataset, features, signers, training
 from asl_pipeline.atomic import atomic_files, read_json, write_json, write_text
@@ -20,8 +19,7 @@ def main():
     folds = params.evaluate.signer_folds
     # The folds fit heads on features alone: the digest covers all they read, fine-tuning params excepted.
     # `dvc exp run -S train.epochs=30` re-runs this stage for the reader, which keeps its folds.
-    code = [*Path(training.__file__).parent.glob("*.py"), Path(__file__)]
-    digest = training.inputs_digest(params, variant.features, code, also={"signer_folds": folds},
+    digest = training.inputs_digest(params, variant.features, __file__, also={"signer_folds": folds},
                                     unread=training.FINE_TUNE_PARAMS)
     if training.digest_is_current(details, digest, [details, plot]):
         print(f"signers {name}: nothing the {params.train.head} head's folds read has changed; {details} kept")

@@ -3,7 +3,6 @@ self-contained model folder, models/VARIANT/."""
 import dataclasses
 import io
 import sys
-from pathlib import Path
 
 from dvclive import Live
 
@@ -27,9 +26,8 @@ def main():
     meta = read_json(variant.features / "meta.json", f"featurize@{name}")
     # Before any loading: a head whose inputs have not changed keeps its model.
     outputs = (variant.plots / "learning_curves.png", variant.metrics / "train.json")
-    code = [*Path(training.__file__).parent.glob("*.py"), Path(__file__)]
     # Fine-tuning reads the photos, which the digest leaves out: a fine-tuned model is always trained again.
-    digest = None if t.fine_tune_epochs else training.inputs_digest(params, variant.features, code)
+    digest = None if t.fine_tune_epochs else training.inputs_digest(params, variant.features, __file__)
     files = variant.model_files
     if digest and training.digest_is_current(files.run, digest, [files.model, files.labels, files.spec, *outputs,
                                                                  variant.plots / "train"]):
